@@ -1,0 +1,10 @@
+# Full-precision RetinaNet-R18 with AQD's architecture, COCO 1x: stage 1 of the AQD
+# recipe; the quantized configs fine-tune from its checkpoint.
+_base_ = [
+    '../_base_/models/aqd_retinanet_r18_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+optim_wrapper = dict(
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001))

@@ -1,0 +1,99 @@
+"""Weights-only loading of local checkpoints for mmengine 0.10.7 under torch >= 2.6.
+
+torch >= 2.6 defaults ``torch.load(weights_only=True)``. mmengine 0.10.7 calls
+``torch.load`` without that argument, and its checkpoints hold more than tensors:
+the message hub's :class:`HistoryBuffer` objects with their numpy arrays and
+scalars. Resume and ``load_from`` therefore fail. Rather than switching weights-only
+loading off (unpickling an untrusted file can run code), mmaqd replaces mmengine's
+local-file loader with one that keeps ``weights_only=True`` and allows exactly the
+globals mmengine/mmdet checkpoints contain. Anything else in a checkpoint is refused
+with an error naming it.
+"""
+import builtins
+import os.path as osp
+import pickle
+import re
+from typing import Any, Callable, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+_NUMPY_DTYPES = (np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64, np.float16,
+                 np.float32, np.float64)
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint holds a pickled object outside mmaqd's allow-list."""
+
+
+def _history_buffer_attribute(obj: Any, name: str) -> Callable:
+    """The only ``getattr`` a checkpoint may perform while it is unpickled.
+
+    A pickled :class:`HistoryBuffer` refers to its statistics methods as
+    ``getattr(HistoryBuffer, 'mean')``; anything else is refused, so ``getattr``
+    cannot be used to reach other objects.
+    """
+    if obj is HistoryBuffer and name in ('min', 'max', 'mean', 'current'):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
+
+
+def checkpoint_safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
+    """Globals an mmengine/mmdet checkpoint may contain, for ``torch.load``.
+
+    Returns:
+        list: Objects (and ``(substitute, 'module.name')`` pairs) for
+        :func:`torch.serialization.safe_globals`.
+    """
+    return [
+        HistoryBuffer,
+        np.ndarray,
+        np.dtype,
+        np._core.multiarray._reconstruct,
+        np._core.multiarray.scalar,
+        *(type(np.dtype(t)) for t in _NUMPY_DTYPES),
+        (_history_buffer_attribute, f'{builtins.__name__}.getattr'),
+    ]
+
+
+def load_from_local_weights_only(filename: str, map_location: Optional[Any] = None) -> Any:
+    """Load a local checkpoint with ``weights_only=True`` and mmaqd's allow-list.
+
+    Args:
+        filename (str): Path of the checkpoint.
+        map_location (optional): Same as for :func:`torch.load`.
+
+    Returns:
+        The unpickled checkpoint (usually a dict).
+
+    Raises:
+        FileNotFoundError: No such file.
+        UnsafeCheckpointError: The checkpoint holds an object outside the allow-list.
+        RuntimeError: The file is truncated or not a torch checkpoint.
+    """
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint {filename!r} does not exist')
+    try:
+        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+            return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        found = re.search(r'(Unsupported global: GLOBAL [\w.]+|getattr\(.*\) is not '
+                          r'allowed[^\n]*|but got <class [^>]+>)', text)
+        detail = found.group(1) if found else text.strip().splitlines()[-1]
+        raise UnsafeCheckpointError(
+            f'refusing to load checkpoint {filename!r}: it contains a pickled object '
+            f'outside the allow-list of mmengine/mmdet checkpoint contents ({detail}). '
+            f'Unpickling it could run arbitrary code.') from err
+    except (RuntimeError, EOFError) as err:
+        raise RuntimeError(f'checkpoint {filename!r} is truncated or not a torch '
+                           f'checkpoint: {err}') from err
+
+
+# '' is mmengine's fallback scheme: every local path (resume, load_from, test) lands here.
+# mmengine logs the loader's name minus its first 10 characters ('local_weights_only').
+CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_weights_only, force=True)

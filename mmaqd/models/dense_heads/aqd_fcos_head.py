@@ -1,0 +1,94 @@
+"""FCOS head in AQD form: shared tower convs, per-level BN."""
+from typing import List, Optional, Tuple
+
+from mmcv.cnn import Scale
+from mmdet.models.dense_heads import FCOSHead
+from mmdet.models.utils import multi_apply
+from mmdet.registry import MODELS
+from torch import Tensor
+
+from .level_tower import build_tower, check_num_levels, level_norm_cfg, run_tower
+
+
+@MODELS.register_module()
+class AQDFCOSHead(FCOSHead):
+    """FCOSHead whose tower convs are shared across levels and whose norms are not.
+
+    With ``norm_cfg=dict(type='MultiLevelBN')`` every pyramid level gets a private BN
+    (AQD's multi-level BN); the level index is passed explicitly. FCOS keeps its
+    per-level :class:`Scale` and its centerness branch; all losses, targets and
+    decoding are mmdet's FCOSHead's.
+
+    Args:
+        num_classes (int): Number of classes.
+        in_channels (int): Channels of the input features.
+        num_levels (int, optional): Number of pyramid levels. Defaults to the number
+            of strides.
+        **kwargs: Everything else FCOSHead takes.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 in_channels: int,
+                 num_levels: Optional[int] = None,
+                 **kwargs) -> None:
+        strides = kwargs.get('strides', (4, 8, 16, 32, 64))
+        self.num_levels = len(strides) if num_levels is None else num_levels
+        if num_levels is not None and num_levels != len(strides):
+            raise ValueError(f'AQDFCOSHead: num_levels={num_levels} does not match the '
+                             f'{len(strides)} strides {list(strides)}')
+        if kwargs.get('dcn_on_last_conv'):
+            raise ValueError('AQDFCOSHead: dcn_on_last_conv is not supported')
+        kwargs['norm_cfg'] = level_norm_cfg(
+            kwargs.get('norm_cfg'), self.num_levels, type(self).__name__)
+        super().__init__(num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+    def _init_cls_convs(self) -> None:
+        self.cls_convs = build_tower(self.in_channels, self.feat_channels,
+                                     self.stacked_convs, self.conv_cfg, self.norm_cfg,
+                                     self.conv_bias)
+
+    def _init_reg_convs(self) -> None:
+        self.reg_convs = build_tower(self.in_channels, self.feat_channels,
+                                     self.stacked_convs, self.conv_cfg, self.norm_cfg,
+                                     self.conv_bias)
+
+    def forward(self, x: Tuple[Tensor, ...]) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+        """Run the head on every pyramid level.
+
+        Args:
+            x (tuple[Tensor]): Features of each level, finest first.
+
+        Returns:
+            tuple: Classification scores, box distances and centerness, one tensor
+            per level.
+        """
+        check_num_levels(x, self.num_levels, type(self).__name__)
+        return multi_apply(self.forward_single, x, self.scales, self.strides,
+                           list(range(len(x))))
+
+    def forward_single(self, x: Tensor, scale: Scale, stride: int,
+                       level: int = 0) -> Tuple[Tensor, Tensor, Tensor]:
+        """Run the head on one level (FCOSHead.forward_single with explicit level).
+
+        Args:
+            x (Tensor): Features of that level.
+            scale (Scale): The level's learnable box scale.
+            stride (int): The level's stride.
+            level (int): Index of the level. Defaults to 0.
+
+        Returns:
+            tuple: Classification scores, box distances and centerness of the level.
+        """
+        cls_feat = run_tower(self.cls_convs, x, level)
+        reg_feat = run_tower(self.reg_convs, x, level)
+        cls_score = self.conv_cls(cls_feat)
+        centerness = self.conv_centerness(reg_feat if self.centerness_on_reg else cls_feat)
+        bbox_pred = scale(self.conv_reg(reg_feat)).float()
+        if self.norm_on_bbox:
+            bbox_pred = bbox_pred.clamp(min=0)
+            if not self.training:
+                bbox_pred = bbox_pred * stride
+        else:
+            bbox_pred = bbox_pred.exp()
+        return cls_score, bbox_pred, centerness

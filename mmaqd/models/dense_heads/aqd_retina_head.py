@@ -1,0 +1,80 @@
+"""RetinaNet head in AQD form: shared tower convs, per-level BN."""
+from typing import List, Optional, Tuple
+
+from mmdet.models.dense_heads import RetinaHead
+from mmdet.models.utils import multi_apply
+from mmdet.registry import MODELS
+from torch import Tensor, nn
+
+from .level_tower import build_tower, check_num_levels, level_norm_cfg, run_tower
+
+
+@MODELS.register_module()
+class AQDRetinaHead(RetinaHead):
+    """RetinaHead whose tower convs are shared across levels and whose norms are not.
+
+    With ``norm_cfg=dict(type='MultiLevelBN')`` every pyramid level gets a private BN
+    (AQD's multi-level BN); the level index is passed explicitly to the norm. A
+    shared ``BN`` or ``GN`` norm is accepted too (ablations). All losses, anchors,
+    assigners and decoding are mmdet's RetinaHead's.
+
+    Args:
+        num_classes (int): Number of classes.
+        in_channels (int): Channels of the input features.
+        num_levels (int, optional): Number of pyramid levels. Defaults to the number
+            of anchor-generator strides.
+        **kwargs: Everything else RetinaHead takes (``stacked_convs``,
+            ``feat_channels``, ``conv_cfg``, ``norm_cfg``, losses, ...).
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 in_channels: int,
+                 num_levels: Optional[int] = None,
+                 **kwargs) -> None:
+        strides = kwargs.get('anchor_generator', {}).get('strides', [8, 16, 32, 64, 128])
+        self.num_levels = len(strides) if num_levels is None else num_levels
+        if num_levels is not None and num_levels != len(strides):
+            raise ValueError(f'AQDRetinaHead: num_levels={num_levels} does not match the '
+                             f'{len(strides)} anchor strides {list(strides)}')
+        kwargs['norm_cfg'] = level_norm_cfg(
+            kwargs.get('norm_cfg'), self.num_levels, type(self).__name__)
+        super().__init__(num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+    def _init_layers(self) -> None:
+        """Build the shared towers and RetinaHead's predictors."""
+        self.cls_convs = build_tower(self.in_channels, self.feat_channels,
+                                     self.stacked_convs, self.conv_cfg, self.norm_cfg)
+        self.reg_convs = build_tower(self.in_channels, self.feat_channels,
+                                     self.stacked_convs, self.conv_cfg, self.norm_cfg)
+        self.retina_cls = nn.Conv2d(self.feat_channels,
+                                    self.num_base_priors * self.cls_out_channels, 3, padding=1)
+        self.retina_reg = nn.Conv2d(self.feat_channels,
+                                    self.num_base_priors * self.bbox_coder.encode_size, 3,
+                                    padding=1)
+
+    def forward(self, x: Tuple[Tensor, ...]) -> Tuple[List[Tensor], List[Tensor]]:
+        """Run the head on every pyramid level.
+
+        Args:
+            x (tuple[Tensor]): Features of each level, finest first.
+
+        Returns:
+            tuple: Classification scores and box deltas, one tensor per level.
+        """
+        check_num_levels(x, self.num_levels, type(self).__name__)
+        return multi_apply(self.forward_single, x, list(range(len(x))))
+
+    def forward_single(self, x: Tensor, level: int = 0) -> Tuple[Tensor, Tensor]:
+        """Run the head on one level.
+
+        Args:
+            x (Tensor): Features of that level.
+            level (int): Index of the level. Defaults to 0.
+
+        Returns:
+            tuple: Classification scores and box deltas of the level.
+        """
+        cls_feat = run_tower(self.cls_convs, x, level)
+        reg_feat = run_tower(self.reg_convs, x, level)
+        return self.retina_cls(cls_feat), self.retina_reg(reg_feat)

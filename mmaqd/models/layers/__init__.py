@@ -1,0 +1,1 @@
+from . import quant_layers  # noqa: F401  (registration)

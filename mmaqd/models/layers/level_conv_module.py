@@ -1,0 +1,37 @@
+"""A ConvModule whose norm layer may depend on the pyramid level."""
+from mmcv.cnn import ConvModule
+from torch import Tensor
+
+from mmaqd.quant import MultiLevelBN
+
+
+class LevelConvModule(ConvModule):
+    """mmcv's conv -> norm -> activation block, with the pyramid level passed in.
+
+    A :class:`MultiLevelBN` norm receives the level explicitly; any other norm
+    (a shared BN, GN) ignores it. Only the default ``('conv', 'norm', 'act')``
+    order is supported.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if tuple(self.order) != ('conv', 'norm', 'act'):
+            raise ValueError(f'LevelConvModule supports order (conv, norm, act), got '
+                             f'{self.order}')
+
+    def forward(self, x: Tensor, level: int) -> Tensor:  # type: ignore[override]
+        """Run conv, the level's norm and the activation.
+
+        Args:
+            x (Tensor): Input features of one pyramid level.
+            level (int): Index of the pyramid level.
+
+        Returns:
+            Tensor: Output features.
+        """
+        x = self.conv(x)
+        if self.with_norm:
+            x = self.norm(x, level) if isinstance(self.norm, MultiLevelBN) else self.norm(x)
+        if self.with_activation:
+            x = self.activate(x)
+        return x

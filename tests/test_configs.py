@@ -1,0 +1,40 @@
+"""Every config under configs/aqd loads, builds, and has AQD's FP architecture."""
+import glob
+import os.path as osp
+
+import pytest
+from mmengine.config import Config
+
+import mmaqd  # noqa: F401
+from mmaqd.quant import MultiLevelBN
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
+from tests.conftest import ROOT
+
+register_all_modules()
+CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'aqd', '*.py')))
+
+
+def test_configs_exist_for_both_detectors_three_depths_and_three_data_sets():
+    names = {osp.basename(c) for c in CONFIGS}
+    for algo in ('retinanet', 'fcos'):
+        for depth in (18, 34, 50):
+            assert f'{algo}_r{depth}_fpn_aqd-fp32_1x_coco.py' in names
+        for data in ('synthetic', 'neon-trees'):
+            assert f'{algo}_r18_fpn_aqd-fp32_{data}.py' in names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=[osp.basename(c) for c in CONFIGS])
+def test_config_builds_with_aqd_fp_architecture(path):
+    cfg = Config.fromfile(path)
+    assert cfg.custom_imports.imports == ['mmaqd']
+    pre = cfg.model.data_preprocessor
+    assert all(float(m).is_integer() for m in pre.mean) and list(pre.std) == [1, 1, 1]
+    assert cfg.model.neck.norm_cfg.type == 'BN' and cfg.model.neck.act_cfg.type == 'ReLU'
+    model = MODELS.build(cfg.model)
+    assert type(model.bbox_head).__name__ in ('AQDRetinaHead', 'AQDFCOSHead')
+    level_bns = [m for m in model.bbox_head.modules() if isinstance(m, MultiLevelBN)]
+    assert level_bns and all(bn.num_levels == len(model.neck.fpn_convs) for bn in level_bns)
+    # conv -> BN -> ReLU on every FPN conv
+    for block in list(model.neck.lateral_convs) + list(model.neck.fpn_convs):
+        assert block.with_norm and block.with_activation

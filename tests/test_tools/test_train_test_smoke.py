@@ -1,0 +1,71 @@
+"""2-iteration train, resume and test runs through tools/train.py and tools/test.py.
+
+Also the regression test of mmaqd's checkpoint loader: mmengine 0.10.7 calls
+``torch.load`` without ``weights_only`` and torch >= 2.6 defaults it to True, so
+resuming a checkpoint that holds mmengine's message hub fails without mmaqd's loader.
+"""
+import os.path as osp
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, load_tool
+
+synthetic = load_tool('dataset_converters/synthetic.py')
+train_tool = load_tool('train.py')
+test_tool = load_tool('test.py')
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('tiny_synthetic'))
+    synthetic.generate(out, num_train=4, num_val=2, size=128, seed=0, min_size=24,
+                       max_size=48)
+    return out
+
+
+def data_options(root: str) -> list:
+    root = root + '/'
+    opts = [
+        f'train_dataloader.dataset.data_root={root}', 'train_dataloader.batch_size=2',
+        'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+        f'val_evaluator.ann_file={root}annotations/val.json',
+        f'test_evaluator.ann_file={root}annotations/val.json',
+        'default_hooks.logger.interval=1', 'randomness.seed=0',
+    ]
+    for loader in ('val_dataloader', 'test_dataloader'):
+        opts += [f'{loader}.dataset.data_root={root}', f'{loader}.batch_size=2',
+                 f'{loader}.num_workers=0', f'{loader}.persistent_workers=False']
+    return opts
+
+
+@pytest.mark.parametrize('config', [
+    'configs/aqd/retinanet_r18_fpn_aqd-fp32_synthetic.py',
+    'configs/aqd/fcos_r18_fpn_aqd-fp32_synthetic.py',
+])
+def test_train_resume_and_test(config, tiny_data, tmp_path):
+    work_dir = str(tmp_path / 'work')
+    config = osp.join(ROOT, config)
+    opts = data_options(tiny_data)
+    train_tool.main([config, '--work-dir', work_dir, '--cfg-options',
+                     'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2', *opts])
+    first = osp.join(work_dir, 'iter_2.pth')
+    assert osp.isfile(first)
+
+    # The resumed run continues at iteration 3 from the saved message hub and optimizer.
+    train_tool.main([config, '--work-dir', work_dir, '--resume', '--cfg-options',
+                     'train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=1', *opts])
+    resumed = torch.load(osp.join(work_dir, 'iter_3.pth'), map_location='cpu',
+                         weights_only=False)
+    assert resumed['meta']['iter'] == 3
+
+    metrics = test_tool.main([config, first, '--work-dir', work_dir, '--metrics-out',
+                              str(tmp_path / 'metrics.json'), '--cfg-options', *opts])
+    assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
+    assert osp.isfile(tmp_path / 'metrics.json')
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        test_tool.main([osp.join(ROOT, 'configs/aqd/retinanet_r18_fpn_aqd-fp32_synthetic.py'),
+                        str(tmp_path / 'nope.pth')])

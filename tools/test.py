@@ -1,0 +1,75 @@
+"""Evaluate a checkpoint with mmaqd's modules registered (COCO bbox mAP by default).
+
+Same flags as mmdet's tools/test.py, plus ``--metrics-out`` to save the metrics as
+JSON. The last lines printed are the bbox mAP and AP50.
+
+Example::
+
+    python tools/test.py configs/aqd/retinanet_r18_fpn_aqd-fp32_synthetic.py \
+        work_dirs/retinanet_r18_fpn_aqd-fp32_synthetic/iter_1000.pth
+"""
+import argparse
+import json
+import os
+import os.path as osp
+from typing import Optional, Sequence
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmaqd  # noqa: F401  (registers mmaqd's modules and its checkpoint loader)
+from mmdet.utils import setup_cache_size_limit_of_dynamo
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test a detector (mmaqd)')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
+    parser.add_argument('--out', help='dump predictions to this pickle file')
+    parser.add_argument('--metrics-out', help='write the metrics to this JSON file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value pairs')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
+    setup_cache_size_limit_of_dynamo()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out!r}')
+        runner.test_evaluator.metrics.append(
+            dict(type='DumpDetResults', out_file_path=args.out))
+    metrics = runner.test()
+    if args.metrics_out and runner.rank == 0:
+        os.makedirs(osp.dirname(osp.abspath(args.metrics_out)), exist_ok=True)
+        with open(args.metrics_out, 'w') as f:
+            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
+    if 'coco/bbox_mAP' in metrics:
+        print(f'bbox mAP: {metrics["coco/bbox_mAP"]:.3f}  '
+              f'AP50: {metrics["coco/bbox_mAP_50"]:.3f}')
+    return metrics
+
+
+if __name__ == '__main__':
+    main()
