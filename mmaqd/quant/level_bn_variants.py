@@ -1,0 +1,83 @@
+"""Ablation and DDP flavours of :class:`MultiLevelBN` with the same ``forward(x, level)``."""
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .multi_level_bn import MultiLevelBN
+
+
+class SyncMultiLevelBN(MultiLevelBN):
+    """:class:`MultiLevelBN` whose per-level BNs are :class:`torch.nn.SyncBatchNorm`.
+
+    Statistics are synchronised across DDP processes per level; without an
+    initialised process group it behaves like :class:`MultiLevelBN`.
+
+    Args:
+        num_features (int): Number of channels.
+        num_levels (int): Number of pyramid levels.
+        eps (float): BN epsilon. Defaults to 1e-5.
+        momentum (float): BN momentum. Defaults to 0.1.
+        affine (bool): Learn per-level scale and shift. Defaults to True.
+        track_running_stats (bool): Keep running statistics. Defaults to True.
+    """
+
+    def __init__(self,
+                 num_features: int,
+                 num_levels: int,
+                 eps: float = 1e-5,
+                 momentum: Optional[float] = 0.1,
+                 affine: bool = True,
+                 track_running_stats: bool = True) -> None:
+        super().__init__(num_features, num_levels, eps, momentum, affine, track_running_stats)
+        self.bns = nn.SyncBatchNorm.convert_sync_batchnorm(self.bns)
+
+
+class SharedLevelBN(nn.Module):
+    """One BatchNorm2d shared by all pyramid levels (the ablation baseline).
+
+    Same interface as :class:`MultiLevelBN` so a head can switch by config; the
+    level is checked but does not select anything.
+
+    Args:
+        num_features (int): Number of channels.
+        num_levels (int): Number of pyramid levels.
+        eps (float): BN epsilon. Defaults to 1e-5.
+        momentum (float): BN momentum. Defaults to 0.1.
+        affine (bool): Learn scale and shift. Defaults to True.
+        track_running_stats (bool): Keep running statistics. Defaults to True.
+    """
+
+    def __init__(self,
+                 num_features: int,
+                 num_levels: int,
+                 eps: float = 1e-5,
+                 momentum: Optional[float] = 0.1,
+                 affine: bool = True,
+                 track_running_stats: bool = True) -> None:
+        super().__init__()
+        if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
+            raise ValueError(f'SharedLevelBN: num_levels must be a positive int, got '
+                             f'{num_levels!r}')
+        self.num_features = num_features
+        self.num_levels = num_levels
+        self.bn = nn.BatchNorm2d(num_features, eps, momentum, affine, track_running_stats)
+
+    def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        """Normalise ``x`` with the shared BN.
+
+        Args:
+            x (Tensor): Features of shape (N, C, H, W) from one pyramid level.
+            level (int): Index of that level, in ``[0, num_levels)``.
+
+        Returns:
+            Tensor: The normalised features.
+        """
+        if isinstance(level, bool) or not isinstance(level, int) \
+                or not 0 <= level < self.num_levels:
+            raise IndexError(f'SharedLevelBN: level {level!r} is out of range for '
+                             f'num_levels={self.num_levels}')
+        return self.bn(x)
+
+    def extra_repr(self) -> str:
+        return f'{self.num_features}, num_levels={self.num_levels}'

@@ -1,0 +1,119 @@
+"""LSQ: uniform quantizer with a learned step size (Esser et al., ICLR 2020)."""
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .bits import is_full_precision
+from .fake_quantize import fake_quantize
+from .quantizer_base import Quantizer
+
+
+class LSQQuantizer(Quantizer):
+    """Learned step size quantizer (LSQ).
+
+    Forward: ``q = clamp(round(x / s), Qn, Qp)``, output ``q * s`` with the learned
+    step ``s`` (``self.step``). Backward (see :func:`fake_quantize`): straight-through
+    for ``x`` strictly inside the range (zero outside); for ``s``, ``q - x/s``
+    strictly inside the range and ``Qn`` / ``Qp`` at or beyond its ends, multiplied
+    by ``g = 1 / sqrt(N * Qp)`` if ``grad_scale``. ``N`` is the number of elements
+    that share one step: ``x.numel()`` for a per-tensor quantizer (the whole batch
+    for activations) and ``x.numel() / C`` per channel.
+
+    The step is initialised on the first forward to ``2 * mean(|x|) / sqrt(Qp)``
+    (per channel for per-channel steps) unless the ``initialized`` buffer is set,
+    e.g. by loading a state dict. The step is used as ``max(step, min_step)`` with a
+    straight-through gradient, so it stays strictly positive without ever getting
+    stuck at the bound.
+
+    Args:
+        bits (int): Bit width: 2..8, or 32 for full precision (identity).
+        signed (bool): Codes ``-2^(b-1)..2^(b-1)-1`` if True, else ``0..2^b-1``.
+        per_channel (bool): One step per channel of dim 0. Defaults to False.
+        num_channels (int): Size of dim 0; used only if ``per_channel``. Defaults to 1.
+        grad_scale (bool): Scale the step gradient by ``g``. Defaults to True.
+        min_step (float): Smallest step used in the forward pass. Defaults to 1e-8.
+        name (str, optional): How errors name this quantizer. Defaults to the class name.
+    """
+
+    def __init__(self,
+                 bits: int,
+                 signed: bool,
+                 *,
+                 per_channel: bool = False,
+                 num_channels: int = 1,
+                 grad_scale: bool = True,
+                 min_step: float = 1e-8,
+                 name: Optional[str] = None) -> None:
+        super().__init__(bits, signed, per_channel=per_channel, num_channels=num_channels,
+                         name=name)
+        self.grad_scale = grad_scale
+        self.min_step = min_step
+        self.step = nn.Parameter(torch.ones(self.num_scales))
+        self.register_buffer('initialized', torch.tensor(False))
+
+    def _bits_changed(self, old_bits: int, new_bits: int) -> None:
+        """Keep the clipping range when the bit width changes.
+
+        The step is multiplied by ``(2^old - 1) / (2^new - 1)``. Switching to or from
+        32 bits leaves the step as it is.
+        """
+        if is_full_precision(old_bits) or is_full_precision(new_bits):
+            return
+        with torch.no_grad():
+            self.step.mul_((2**old_bits - 1) / (2**new_bits - 1))
+
+    @torch.no_grad()
+    def init_step(self, x: torch.Tensor) -> None:
+        """Set the step from data: ``2 * mean(|x|) / sqrt(Qp)``.
+
+        Args:
+            x (Tensor): A representative input (per-channel: dim 0 is the channel dim).
+        """
+        _, qp = self.code_range
+        if self.per_channel:
+            mean_abs = x.detach().abs().reshape(x.shape[0], -1).mean(1)
+        else:
+            mean_abs = x.detach().abs().mean().reshape(1)
+        self.step.copy_((2 * mean_abs / math.sqrt(qp)).clamp_min(self.min_step))
+        self.initialized.fill_(True)
+
+    def _gradient_scale(self, x: torch.Tensor) -> float:
+        if not self.grad_scale:
+            return 1.0
+        _, qp = self.code_range
+        return 1.0 / math.sqrt(x.numel() / self.num_scales * qp)
+
+    def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.initialized:
+            self.init_step(x)
+        qn, qp = self.code_range
+        return fake_quantize(x, self.step, qn, qp, self._gradient_scale(x), self.min_step)
+
+    def get_scale(self) -> torch.Tensor:
+        """The step in use (``max(step, min_step)``).
+
+        Returns:
+            Tensor: Detached step of shape ``(1,)`` or ``(num_channels,)``.
+        """
+        self._check_enabled()
+        return self.step.detach().clamp_min(self.min_step)
+
+    def integer_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The codes ``clamp(round(x / s), Qn, Qp)``.
+
+        Args:
+            x (Tensor): Input.
+
+        Returns:
+            Tensor: int32 codes; ``codes * get_scale()`` (broadcast along dim 0 for
+            per-channel steps) equals ``forward(x)``.
+        """
+        self._check_enabled()
+        qn, qp = self.code_range
+        scale = self._channel_view(self.get_scale(), x.dim())
+        return (x.detach() / scale).clamp(qn, qp).round().to(torch.int32)
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, grad_scale={self.grad_scale}'

@@ -1,0 +1,148 @@
+"""BatchNorm2d that knows its integer (folded) form and can simulate its bias rounding."""
+from typing import NamedTuple, Optional, Union
+
+import torch
+from torch import nn
+
+from .ste import round_ste
+
+
+class FoldedBN(NamedTuple):
+    """The integer form of a BN that follows a quantized conv (aqd-notes §2).
+
+    ``BN(y) = multiplier * (y + bias * unit)`` for a conv accumulator ``y``
+    measured in ``unit``; an integer engine adds ``bias`` to the int32
+    accumulator and merges ``multiplier * unit`` into the next re-quantizer.
+
+    Attributes:
+        bias (Tensor): Integer bias ``B = round((beta / g' - mu) / S)``, int64, shape (C,).
+        multiplier (Tensor): Per-channel real multiplier ``g' = gamma / sqrt(var + eps)``,
+            shape (C,).
+        unit (Tensor): Accumulator unit ``S = s_x * s_w``, shape (1,) or (C,).
+    """
+    bias: torch.Tensor
+    multiplier: torch.Tensor
+    unit: torch.Tensor
+
+
+class QBN(nn.BatchNorm2d):
+    """BatchNorm2d for quantized networks, usable as mmcv ``norm_cfg``.
+
+    By default it is a plain float BN. With ``simulate_bias_rounding`` and an
+    input unit set by :meth:`set_input_unit`, it computes BN in the folded form the
+    integer engine uses, ``g' * (y + S * round((beta / g' - mu) / S))``, with a
+    straight-through rounding, so that training sees the rounded bias that
+    inference adds. In training ``mu`` and ``g'`` come from the batch statistics
+    (and the running statistics are updated as in BatchNorm2d), in eval mode from
+    the running ones. ``gamma`` near 0 makes ``beta / g'`` large; that is the
+    integer form's own limitation, not the simulation's.
+
+    The input unit is not saved in the state dict: it follows the learned scales
+    of the preceding conv and has to be set again (e.g. by a hook) as they change.
+
+    Args:
+        num_features, eps, momentum, affine, track_running_stats, device, dtype: As
+            for :class:`torch.nn.BatchNorm2d`.
+        simulate_bias_rounding (bool): Round the folded bias once an input unit is
+            set. Defaults to False.
+    """
+
+    _abbr_ = 'bn'
+
+    def __init__(self,
+                 num_features: int,
+                 eps: float = 1e-5,
+                 momentum: Optional[float] = 0.1,
+                 affine: bool = True,
+                 track_running_stats: bool = True,
+                 device=None,
+                 dtype=None,
+                 *,
+                 simulate_bias_rounding: bool = False) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        self.simulate_bias_rounding = simulate_bias_rounding
+        self.register_buffer('input_unit', None, persistent=False)
+
+    def set_input_unit(self, unit: Union[torch.Tensor, float, None]) -> None:
+        """Set (or clear, with None) the accumulator unit ``S = s_x * s_w`` of the input.
+
+        Args:
+            unit (Tensor | float | None): Scalar, shape (1,) or per-channel shape (C,).
+        """
+        if unit is None:
+            self.input_unit = None
+            return
+        unit = torch.as_tensor(unit, dtype=torch.float32).detach().reshape(-1)
+        if unit.numel() not in (1, self.num_features) or not (unit > 0).all():
+            raise ValueError(f'{type(self).__name__}: the input unit must be positive with 1 '
+                             f'or {self.num_features} elements, got {unit.tolist()}')
+        self.input_unit = unit.to(self.running_mean.device if self.running_mean is not None
+                                  else unit.device)
+
+    def _affine(self, like: torch.Tensor):
+        if self.affine:
+            return self.weight, self.bias
+        return torch.ones_like(like), torch.zeros_like(like)
+
+    @torch.no_grad()
+    def fold(self, input_unit: Union[torch.Tensor, float],
+             weight_unit: Union[torch.Tensor, float]) -> FoldedBN:
+        """The integer bias and real multiplier of this BN for the given units.
+
+        Uses the running statistics (the inference form).
+
+        Args:
+            input_unit (Tensor | float): Input quantizer scale ``s_x``.
+            weight_unit (Tensor | float): Weight quantizer scale ``s_w``, scalar or
+                per output channel.
+
+        Returns:
+            FoldedBN: ``bias = round((beta / g' - mu) / S)`` (int64), ``multiplier =
+            g'`` and ``unit = S = s_x * s_w``.
+        """
+        if self.running_mean is None:
+            raise RuntimeError(f'{type(self).__name__}: folding needs running statistics '
+                               f'(track_running_stats=True)')
+        unit = (torch.as_tensor(input_unit, dtype=torch.float32) *
+                torch.as_tensor(weight_unit, dtype=torch.float32)).reshape(-1)
+        gamma, beta = self._affine(self.running_mean)
+        multiplier = gamma.detach() / torch.sqrt(self.running_var + self.eps)
+        folded_bias = beta.detach() / multiplier - self.running_mean
+        return FoldedBN(torch.round(folded_bias / unit).to(torch.int64), multiplier, unit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x``; with bias-rounding simulation in the folded form.
+
+        Args:
+            x (Tensor): Input of shape (N, C, H, W).
+
+        Returns:
+            Tensor: The normalised input.
+        """
+        if not self.simulate_bias_rounding or self.input_unit is None:
+            return super().forward(x)
+        self._check_input_dim(x)
+        use_batch_stats = self.training or self.running_mean is None
+        if use_batch_stats:
+            mean = x.mean((0, 2, 3))
+            var = x.var((0, 2, 3), unbiased=False)
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean.detach(), var.detach(), x.numel() // x.size(1))
+        else:
+            mean, var = self.running_mean, self.running_var
+        gamma, beta = self._affine(mean)
+        multiplier = gamma / torch.sqrt(var + self.eps)
+        unit = self.input_unit.to(x)
+        bias = unit * round_ste((beta / multiplier - mean) / unit)
+        return multiplier.view(1, -1, 1, 1) * (x + bias.view(1, -1, 1, 1))
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+        self.num_batches_tracked.add_(1)
+        if self.momentum is None:
+            factor = 1.0 / float(self.num_batches_tracked)
+        else:
+            factor = self.momentum
+        # Running variance is unbiased, as in BatchNorm2d.
+        self.running_mean.lerp_(mean, factor)
+        self.running_var.lerp_(var * n / max(n - 1, 1), factor)

@@ -1,0 +1,128 @@
+"""Conv2d with fake-quantized input and weight."""
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from .bits import check_bits
+from .quantizer_base import Quantizer
+from .quantizer_types import get_quantizer_type
+
+_INPUT_QUANT_MODES = ('unsigned', 'signed', None)
+
+
+class QConv(nn.Conv2d):
+    """A drop-in :class:`torch.nn.Conv2d` that fake-quantizes its input and weight.
+
+    The positional and keyword arguments of ``nn.Conv2d`` are accepted unchanged
+    (so mmcv's ``build_conv_layer`` can build it from ``conv_cfg``); the
+    quantization settings are keyword-only. The input is quantized before the
+    convolution pads it: 0 is a valid code of every input quantizer with a zero
+    level, so padding the quantized input is exact. The bias, if any, stays float.
+    At 32 bits both quantizers are the identity and the layer computes exactly
+    what ``nn.Conv2d`` computes.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+            bias, padding_mode, device, dtype: As for :class:`torch.nn.Conv2d`.
+        w_bits (int): Weight bit width, 2..8 or 32 (not quantized). Defaults to 32.
+        a_bits (int): Input bit width, 2..8 or 32 (not quantized). Defaults to 32.
+        quantizer (str): Quantizer type for input and weight: ``'LSQ'``, ``'Clip'``
+            or ``'MinMax'``. Defaults to ``'LSQ'``.
+        input_quant (str, optional): ``'unsigned'`` for post-ReLU inputs,
+            ``'signed'`` for inputs that can be negative, or None for an input that
+            is already integer (the stem's image); ``a_bits`` is then unused.
+            Defaults to ``'unsigned'``.
+        w_per_channel (bool): One weight scale per output channel. Defaults to False.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: Union[int, Tuple[int, int]],
+                 stride: Union[int, Tuple[int, int]] = 1,
+                 padding: Union[int, Tuple[int, int], str] = 0,
+                 dilation: Union[int, Tuple[int, int]] = 1,
+                 groups: int = 1,
+                 bias: bool = True,
+                 padding_mode: str = 'zeros',
+                 device=None,
+                 dtype=None,
+                 *,
+                 w_bits: int = 32,
+                 a_bits: int = 32,
+                 quantizer: str = 'LSQ',
+                 input_quant: Optional[str] = 'unsigned',
+                 w_per_channel: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, device, dtype)
+        owner = type(self).__name__
+        if input_quant not in _INPUT_QUANT_MODES:
+            raise ValueError(f'{owner}: input_quant={input_quant!r} is invalid; expected one '
+                             f'of {_INPUT_QUANT_MODES}')
+        quantizer_type = get_quantizer_type(quantizer, owner)
+        self.quantizer = quantizer
+        self.weight_quantizer = quantizer_type.for_weights(
+            w_bits, out_channels, w_per_channel, name=f'{owner} weight quantizer')
+        self.input_quant = input_quant
+        self.input_quantizer: Optional[Quantizer] = None
+        if input_quant is None:
+            # Unused, but a wrong value in a config is still a mistake worth reporting.
+            check_bits(a_bits, f'{owner} input quantizer')
+        else:
+            self.input_quantizer = quantizer_type.for_activations(
+                a_bits, input_quant == 'signed', name=f'{owner} input quantizer')
+
+    @property
+    def w_bits(self) -> int:
+        """int: Weight bit width."""
+        return self.weight_quantizer.bits
+
+    @property
+    def a_bits(self) -> Optional[int]:
+        """int, optional: Input bit width, None if the input is not quantized."""
+        return None if self.input_quantizer is None else self.input_quantizer.bits
+
+    def set_bits(self, w_bits: Optional[int] = None, a_bits: Optional[int] = None) -> None:
+        """Change the bit widths at run time; None leaves a width unchanged.
+
+        Args:
+            w_bits (int, optional): New weight bit width.
+            a_bits (int, optional): New input bit width; ignored without an input
+                quantizer.
+        """
+        if w_bits is not None:
+            self.weight_quantizer.set_bits(w_bits)
+        if a_bits is not None and self.input_quantizer is not None:
+            self.input_quantizer.set_bits(a_bits)
+
+    def accumulator_unit(self) -> torch.Tensor:
+        """The real value of one unit of the integer accumulator, ``S = s_x * s_w``.
+
+        An input without quantizer is taken to be integer already (``s_x = 1``).
+        Requires zero points of 0 (always so for LSQ and Clip quantizers).
+
+        Returns:
+            Tensor: Detached unit of shape ``(1,)`` or ``(out_channels,)``.
+        """
+        s_w = self.weight_quantizer.get_scale()
+        if self.input_quantizer is None:
+            return s_w
+        return self.input_quantizer.get_scale() * s_w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Quantize the input and the weight, then convolve.
+
+        Args:
+            x (Tensor): Input of shape (N, C, H, W).
+
+        Returns:
+            Tensor: The convolution of the quantized input with the quantized weight.
+        """
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        return self._conv_forward(x, self.weight_quantizer(self.weight), self.bias)
+
+    def extra_repr(self) -> str:
+        return (f'{super().extra_repr()}, w_bits={self.w_bits}, a_bits={self.a_bits}, '
+                f'quantizer={self.quantizer!r}, input_quant={self.input_quant!r}')

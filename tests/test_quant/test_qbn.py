@@ -1,0 +1,116 @@
+import pytest
+import torch
+from torch import nn
+
+from mmaqd.quant import QBN
+
+
+def make_pair(**kwargs):
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3, **kwargs)
+    qbn = QBN(3, **kwargs)
+    if bn.affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 2)
+            bn.bias.uniform_(-1, 1)
+    qbn.load_state_dict(bn.state_dict())
+    return bn, qbn
+
+
+def test_default_is_batchnorm2d():
+    bn, qbn = make_pair()
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(bn(x), qbn(x))
+    assert torch.equal(bn.running_var, qbn.running_var)
+    bn.eval(), qbn.eval()
+    assert torch.equal(bn(x), qbn(x))
+    # Simulation switched on but no unit yet: still plain BN.
+    qbn.simulate_bias_rounding = True
+    assert torch.equal(bn(x), qbn(x))
+
+
+def set_running(qbn, gamma, beta, mean, var):
+    with torch.no_grad():
+        qbn.weight.copy_(torch.tensor(gamma))
+        qbn.bias.copy_(torch.tensor(beta))
+        qbn.running_mean.copy_(torch.tensor(mean))
+        qbn.running_var.copy_(torch.tensor(var) - qbn.eps)
+
+
+def test_fold_against_hand_values():
+    qbn = QBN(2)
+    # g' = gamma / sqrt(var + eps) = [4 / 2, 0.5 / 0.5] = [2, 1]
+    # b' = beta / g' - mu = [1 / 2 - 0.3, -1 / 1 + 0.2] = [0.2, -0.8]
+    set_running(qbn, [4.0, 0.5], [1.0, -1.0], [0.3, -0.2], [4.0, 0.25])
+    folded = qbn.fold(0.1, torch.tensor([0.3, 0.25]))
+    # S = [0.03, 0.025]: b' / S = [6.67, -32]
+    assert torch.allclose(folded.unit, torch.tensor([0.03, 0.025]))
+    assert torch.allclose(folded.multiplier, torch.tensor([2.0, 1.0]))
+    assert torch.equal(folded.bias, torch.tensor([7, -32]))
+    assert folded.bias.dtype == torch.int64
+
+
+def test_fold_without_affine():
+    qbn = QBN(1, affine=False)
+    with torch.no_grad():
+        qbn.running_mean.fill_(0.26)
+        qbn.running_var.fill_(1.0 - qbn.eps)
+    folded = qbn.fold(0.1, 1.0)
+    assert torch.equal(folded.bias, torch.tensor([-3]))  # -0.26 / 0.1 = -2.6
+    assert torch.allclose(folded.multiplier, torch.tensor([1.0]))
+
+
+def test_simulated_bias_rounding_eval():
+    qbn = QBN(2, simulate_bias_rounding=True).eval()
+    set_running(qbn, [4.0, 0.5], [1.0, -1.0], [0.3, -0.2], [4.0, 0.25])
+    qbn.set_input_unit(torch.tensor([0.03, 0.025]))
+    x = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2).expand(1, 2, 1, 2).contiguous()
+    # g' * (x + S * B) with B = [7, -32]: ch0 2 * (x + 0.21), ch1 1 * (x - 0.8)
+    expected = torch.tensor([[0.42, 2.42], [-0.8, 0.2]]).view(1, 2, 1, 2)
+    assert torch.allclose(qbn(x), expected)
+    # Float BN would give 2 * (x + 0.2): the rounding is visible.
+    qbn.set_input_unit(None)
+    assert torch.allclose(qbn(x)[0, 0], torch.tensor([[0.4, 2.4]]))
+
+
+def test_simulated_bias_rounding_train():
+    bn, qbn = make_pair()
+    qbn.simulate_bias_rounding = True
+    qbn.set_input_unit(0.5)
+    x = torch.randn(4, 3, 3, 3) * 2 + 1
+    out = qbn(x)
+    mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)
+    g = qbn.weight / torch.sqrt(var + qbn.eps)
+    b = 0.5 * torch.round((qbn.bias / g - mean) / 0.5)
+    assert torch.allclose(out, g.view(1, 3, 1, 1) * (x + b.view(1, 3, 1, 1)), atol=1e-5)
+    assert not torch.allclose(out, bn(x), atol=1e-3)
+    # Running statistics are updated exactly like BatchNorm2d's.
+    assert torch.allclose(qbn.running_mean, bn.running_mean)
+    assert torch.allclose(qbn.running_var, bn.running_var)
+    assert qbn.num_batches_tracked.item() == 1
+
+
+def test_fine_unit_matches_bn_with_gradients():
+    bn, qbn = make_pair()
+    qbn.simulate_bias_rounding = True
+    qbn.set_input_unit(1e-6)
+    x = torch.randn(4, 3, 3, 3)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    grad = torch.randn(4, 3, 3, 3)
+    out_a, out_b = bn(xa), qbn(xb)
+    assert torch.allclose(out_a, out_b, atol=1e-4)
+    out_a.backward(grad)
+    out_b.backward(grad)
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-4)
+    assert torch.allclose(bn.weight.grad, qbn.weight.grad, atol=1e-3)
+    assert torch.allclose(bn.bias.grad, qbn.bias.grad, atol=1e-4)
+
+
+def test_input_unit_validation_and_not_saved():
+    qbn = QBN(3)
+    with pytest.raises(ValueError, match='input unit'):
+        qbn.set_input_unit(torch.tensor([0.1, 0.2]))
+    with pytest.raises(ValueError, match='input unit'):
+        qbn.set_input_unit(-1.0)
+    qbn.set_input_unit([0.1, 0.2, 0.3])
+    assert 'input_unit' not in qbn.state_dict()
