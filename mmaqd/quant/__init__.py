@@ -6,7 +6,7 @@ from .fixed_point import apply_fixed_point, fixed_point_multiplier
 from .level_bn_variants import SharedLevelBN, SyncMultiLevelBN
 from .lsq_quantizer import LSQQuantizer
 from .minmax_quantizer import MinMaxQuantizer
-from .multi_level_bn import MultiLevelBN
+from .multi_level_bn import LevelNorm, MultiLevelBN
 from .qadd import AddAlignment, QAdd
 from .qbn import QBN, FoldedBN
 from .qconv import QConv
@@ -17,6 +17,6 @@ __all__ = [
     'FULL_PRECISION_BITS', 'VALID_BITS', 'check_bits', 'integer_range', 'is_full_precision',
     'Quantizer', 'LSQQuantizer', 'ClipQuantizer', 'MinMaxQuantizer', 'QUANTIZER_TYPES',
     'get_quantizer_type', 'fake_quantize', 'QConv', 'QBN', 'FoldedBN', 'QAdd', 'AddAlignment',
-    'fixed_point_multiplier', 'apply_fixed_point', 'MultiLevelBN', 'SharedLevelBN',
+    'fixed_point_multiplier', 'apply_fixed_point', 'LevelNorm', 'MultiLevelBN', 'SharedLevelBN',
     'SyncMultiLevelBN'
 ]

@@ -4,7 +4,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .multi_level_bn import MultiLevelBN
+from .multi_level_bn import LevelNorm, MultiLevelBN
 
 
 class SyncMultiLevelBN(MultiLevelBN):
@@ -22,18 +22,12 @@ class SyncMultiLevelBN(MultiLevelBN):
         track_running_stats (bool): Keep running statistics. Defaults to True.
     """
 
-    def __init__(self,
-                 num_features: int,
-                 num_levels: int,
-                 eps: float = 1e-5,
-                 momentum: Optional[float] = 0.1,
-                 affine: bool = True,
-                 track_running_stats: bool = True) -> None:
-        super().__init__(num_features, num_levels, eps, momentum, affine, track_running_stats)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.bns = nn.SyncBatchNorm.convert_sync_batchnorm(self.bns)
 
 
-class SharedLevelBN(nn.Module):
+class SharedLevelBN(LevelNorm):
     """One BatchNorm2d shared by all pyramid levels (the ablation baseline).
 
     Same interface as :class:`MultiLevelBN` so a head can switch by config; the
@@ -55,12 +49,7 @@ class SharedLevelBN(nn.Module):
                  momentum: Optional[float] = 0.1,
                  affine: bool = True,
                  track_running_stats: bool = True) -> None:
-        super().__init__()
-        if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
-            raise ValueError(f'SharedLevelBN: num_levels must be a positive int, got '
-                             f'{num_levels!r}')
-        self.num_features = num_features
-        self.num_levels = num_levels
+        super().__init__(num_features, num_levels)
         self.bn = nn.BatchNorm2d(num_features, eps, momentum, affine, track_running_stats)
 
     def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
@@ -73,11 +62,5 @@ class SharedLevelBN(nn.Module):
         Returns:
             Tensor: The normalised features.
         """
-        if isinstance(level, bool) or not isinstance(level, int) \
-                or not 0 <= level < self.num_levels:
-            raise IndexError(f'SharedLevelBN: level {level!r} is out of range for '
-                             f'num_levels={self.num_levels}')
+        self.check_level(level)
         return self.bn(x)
-
-    def extra_repr(self) -> str:
-        return f'{self.num_features}, num_levels={self.num_levels}'

@@ -2,7 +2,10 @@
 import copy
 from typing import Optional
 
+from mmdet.registry import MODELS
 from torch import Tensor, nn
+
+from mmaqd.quant import LevelNorm
 
 from mmaqd.models.layers.level_conv_module import LevelConvModule
 
@@ -16,9 +19,14 @@ def level_norm_cfg(norm_cfg: Optional[dict], num_levels: int, head: str) -> Opti
         head (str): Head name for error messages.
 
     Returns:
-        dict, optional: The config, with ``num_levels`` set for a multi-level BN.
+        dict, optional: The config, with ``num_levels`` set for a level norm
+        (multi-level BN and its flavours).
     """
-    if norm_cfg is None or norm_cfg.get('type') not in ('MultiLevelBN', ):
+    if norm_cfg is None:
+        return norm_cfg
+    norm_type = norm_cfg.get('type')
+    norm_cls = MODELS.get(norm_type) if isinstance(norm_type, str) else norm_type
+    if not (isinstance(norm_cls, type) and issubclass(norm_cls, LevelNorm)):
         return norm_cfg
     cfg = copy.deepcopy(dict(norm_cfg))
     given = cfg.setdefault('num_levels', num_levels)

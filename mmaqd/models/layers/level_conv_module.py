@@ -2,15 +2,15 @@
 from mmcv.cnn import ConvModule
 from torch import Tensor
 
-from mmaqd.quant import MultiLevelBN
+from mmaqd.quant import LevelNorm
 
 
 class LevelConvModule(ConvModule):
     """mmcv's conv -> norm -> activation block, with the pyramid level passed in.
 
-    A :class:`MultiLevelBN` norm receives the level explicitly; any other norm
-    (a shared BN, GN) ignores it. Only the default ``('conv', 'norm', 'act')``
-    order is supported.
+    A :class:`~mmaqd.quant.LevelNorm` (multi-level BN and its flavours) receives the
+    level explicitly; any other norm (a plain BN, GN) is applied as it is. Only the
+    default ``('conv', 'norm', 'act')`` order is supported.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -31,7 +31,7 @@ class LevelConvModule(ConvModule):
         """
         x = self.conv(x)
         if self.with_norm:
-            x = self.norm(x, level) if isinstance(self.norm, MultiLevelBN) else self.norm(x)
+            x = self.norm(x, level) if isinstance(self.norm, LevelNorm) else self.norm(x)
         if self.with_activation:
             x = self.activate(x)
         return x

@@ -119,3 +119,11 @@ def test_shared_bn_and_gn_norms_are_accepted():
         assert [tuple(c.shape[-2:]) for c in cls_scores] == [(32, 32), (16, 16), (8, 8),
                                                              (4, 4), (2, 2)]
     assert bn_head.cls_convs[0].bn.__class__ is torch.nn.BatchNorm2d
+
+
+@pytest.mark.parametrize('norm', ['SharedLevelBN', 'SyncMultiLevelBN'])
+def test_level_norm_flavours_get_the_level_count(norm):
+    head = fcos_head(norm_cfg=dict(type=norm))
+    norms = [m.bn for m in head.cls_convs]
+    assert all(type(n).__name__ == norm and n.num_levels == 5 for n in norms)
+    head(features())
