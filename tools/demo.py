@@ -72,8 +72,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f'\n=== mmaqd demo on {args.data}')
     for stage, seconds in timings.items():
         print(f'{stage:14s} {seconds / 60:6.1f} min')
-    print(f'{"FP32":14s} bbox mAP {metrics["coco/bbox_mAP"]:.3f}  '
-          f'AP50 {metrics["coco/bbox_mAP_50"]:.3f}')
+    if 'coco/bbox_mAP' in metrics:
+        print(f'{"FP32":14s} bbox mAP {metrics["coco/bbox_mAP"]:.3f}  '
+              f'AP50 {metrics["coco/bbox_mAP_50"]:.3f}')
+    else:
+        print(f'{"FP32":14s} no detection above the score threshold')
 
 
 if __name__ == '__main__':

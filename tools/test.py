@@ -68,6 +68,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if 'coco/bbox_mAP' in metrics:
         print(f'bbox mAP: {metrics["coco/bbox_mAP"]:.3f}  '
               f'AP50: {metrics["coco/bbox_mAP_50"]:.3f}')
+    elif not metrics:
+        print('no metrics: the model made no detection above the score threshold '
+              '(model.test_cfg.score_thr)')
     return metrics
 
 
