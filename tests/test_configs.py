@@ -3,10 +3,11 @@ import glob
 import os.path as osp
 
 import pytest
+import torch
 from mmengine.config import Config
 
 import mmaqd  # noqa: F401
-from mmaqd.quant import MultiLevelBN
+from mmaqd.quant import MultiLevelBN, QConv
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from tests.conftest import ROOT
@@ -15,13 +16,14 @@ register_all_modules()
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'aqd', '*.py')))
 
 
-def test_configs_exist_for_both_detectors_three_depths_and_three_data_sets():
+def test_configs_exist_for_both_detectors_depths_bits_and_data_sets():
     names = {osp.basename(c) for c in CONFIGS}
     for algo in ('retinanet', 'fcos'):
-        for depth in (18, 34, 50):
-            assert f'{algo}_r{depth}_fpn_aqd-fp32_1x_coco.py' in names
-        for data in ('synthetic', 'neon-trees'):
-            assert f'{algo}_r18_fpn_aqd-fp32_{data}.py' in names
+        for bits in ('fp32', 'w8a8', 'w4a4', 'w3a3', 'w2a2'):
+            for depth in (18, 34, 50):
+                assert f'{algo}_r{depth}_fpn_aqd-{bits}_1x_coco.py' in names
+            for data in ('synthetic', 'neon-trees'):
+                assert f'{algo}_r18_fpn_aqd-{bits}_{data}.py' in names
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[osp.basename(c) for c in CONFIGS])
@@ -30,8 +32,20 @@ def test_config_builds_with_aqd_fp_architecture(path):
     assert cfg.custom_imports.imports == ['mmaqd']
     pre = cfg.model.data_preprocessor
     assert all(float(m).is_integer() for m in pre.mean) and list(pre.std) == [1, 1, 1]
-    assert cfg.model.neck.norm_cfg.type == 'BN' and cfg.model.neck.act_cfg.type == 'ReLU'
-    model = MODELS.build(cfg.model)
+    assert cfg.model.neck.norm_cfg.type in ('BN', 'QBN')
+    assert cfg.model.neck.act_cfg.type == 'ReLU'
+    # Built on the meta device: structure and settings only, no weight allocation.
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    name = osp.basename(path)
+    if '-fp32_' in name:
+        assert not any(isinstance(m, QConv) for m in model.modules())
+    else:
+        bits = int(name.split('_aqd-w')[1][0])
+        assert model.quant_cfg['w_bits'] == model.quant_cfg['a_bits'] == bits
+        assert model.backbone.conv1.w_bits == 8
+        # quantized fine-tunes start from an FP checkpoint at a 10x lower lr
+        assert cfg.load_from and '-fp32_' in cfg.load_from
     assert type(model.bbox_head).__name__ in ('AQDRetinaHead', 'AQDFCOSHead')
     level_bns = [m for m in model.bbox_head.modules() if isinstance(m, MultiLevelBN)]
     assert level_bns and all(bn.num_levels == len(model.neck.fpn_convs) for bn in level_bns)

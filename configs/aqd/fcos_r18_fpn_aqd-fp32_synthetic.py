@@ -5,7 +5,7 @@ _base_ = [
     '../_base_/datasets/synthetic_digits.py',
     '../_base_/schedules/cpu_iter.py',
 ]
-max_iters = 800
+max_iters = 500
 model = dict(
     backbone=dict(init_cfg=None),
     neck=dict(out_channels=128),

@@ -60,18 +60,38 @@ class QConv(nn.Conv2d):
         if input_quant not in _INPUT_QUANT_MODES:
             raise ValueError(f'{owner}: input_quant={input_quant!r} is invalid; expected one '
                              f'of {_INPUT_QUANT_MODES}')
-        quantizer_type = get_quantizer_type(quantizer, owner)
-        self.quantizer = quantizer
-        self.weight_quantizer = quantizer_type.for_weights(
-            w_bits, out_channels, w_per_channel, name=f'{owner} weight quantizer')
         self.input_quant = input_quant
-        self.input_quantizer: Optional[Quantizer] = None
+        self.w_per_channel = w_per_channel
         if input_quant is None:
             # Unused, but a wrong value in a config is still a mistake worth reporting.
             check_bits(a_bits, f'{owner} input quantizer')
-        else:
+        self._build_quantizers(quantizer, w_bits, a_bits)
+
+    def _build_quantizers(self, quantizer: str, w_bits: int, a_bits: int) -> None:
+        owner = type(self).__name__
+        quantizer_type = get_quantizer_type(quantizer, owner)
+        self.quantizer = quantizer
+        self.weight_quantizer = quantizer_type.for_weights(
+            w_bits, self.out_channels, self.w_per_channel, name=f'{owner} weight quantizer')
+        self.input_quantizer: Optional[Quantizer] = None
+        if self.input_quant is not None:
             self.input_quantizer = quantizer_type.for_activations(
-                a_bits, input_quant == 'signed', name=f'{owner} input quantizer')
+                a_bits, self.input_quant == 'signed', name=f'{owner} input quantizer')
+
+    def set_quantizer_type(self, quantizer: str) -> None:
+        """Replace both quantizers by fresh ones of another type, keeping the bits.
+
+        The new quantizers start uninitialised (their scales come from data).
+
+        Args:
+            quantizer (str): ``'LSQ'``, ``'Clip'`` or ``'MinMax'``.
+        """
+        if quantizer == self.quantizer:
+            return
+        a_bits = self.a_bits if self.a_bits is not None else 32
+        device = self.weight.device
+        self._build_quantizers(quantizer, self.w_bits, a_bits)
+        self.to(device)
 
     @property
     def w_bits(self) -> int:

@@ -1,7 +1,7 @@
 """FCOS head in AQD form: shared tower convs, per-level BN."""
 from typing import List, Optional, Tuple
 
-from mmcv.cnn import Scale
+from mmcv.cnn import Scale, build_conv_layer
 from mmdet.models.dense_heads import FCOSHead
 from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
@@ -52,6 +52,17 @@ class AQDFCOSHead(FCOSHead):
         self.reg_convs = build_tower(self.in_channels, self.feat_channels,
                                      self.stacked_convs, self.conv_cfg, self.norm_cfg,
                                      self.conv_bias)
+
+    def _init_predictor(self) -> None:
+        # Predictors use the towers' conv type (QConv in quantized models).
+        self.conv_cls = build_conv_layer(self.conv_cfg, self.feat_channels,
+                                         self.cls_out_channels, 3, padding=1)
+        self.conv_reg = build_conv_layer(self.conv_cfg, self.feat_channels, 4, 3, padding=1)
+
+    def _init_layers(self) -> None:
+        super()._init_layers()
+        self.conv_centerness = build_conv_layer(self.conv_cfg, self.feat_channels, 1, 3,
+                                                padding=1)
 
     def forward(self, x: Tuple[Tensor, ...]) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
         """Run the head on every pyramid level.

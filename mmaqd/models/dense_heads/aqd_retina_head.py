@@ -1,10 +1,11 @@
 """RetinaNet head in AQD form: shared tower convs, per-level BN."""
 from typing import List, Optional, Tuple
 
+from mmcv.cnn import build_conv_layer
 from mmdet.models.dense_heads import RetinaHead
 from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
-from torch import Tensor, nn
+from torch import Tensor
 
 from .level_tower import build_tower, check_num_levels, level_norm_cfg, run_tower
 
@@ -15,8 +16,9 @@ class AQDRetinaHead(RetinaHead):
 
     With ``norm_cfg=dict(type='MultiLevelBN')`` every pyramid level gets a private BN
     (AQD's multi-level BN); the level index is passed explicitly to the norm. A
-    shared ``BN`` or ``GN`` norm is accepted too (ablations). All losses, anchors,
-    assigners and decoding are mmdet's RetinaHead's.
+    shared ``BN`` or ``GN`` norm is accepted too (ablations). Towers and predictors
+    are built from ``conv_cfg`` (``QConv`` in quantized models). All losses,
+    anchors, assigners and decoding are mmdet's RetinaHead's.
 
     Args:
         num_classes (int): Number of classes.
@@ -47,11 +49,13 @@ class AQDRetinaHead(RetinaHead):
                                      self.stacked_convs, self.conv_cfg, self.norm_cfg)
         self.reg_convs = build_tower(self.in_channels, self.feat_channels,
                                      self.stacked_convs, self.conv_cfg, self.norm_cfg)
-        self.retina_cls = nn.Conv2d(self.feat_channels,
-                                    self.num_base_priors * self.cls_out_channels, 3, padding=1)
-        self.retina_reg = nn.Conv2d(self.feat_channels,
-                                    self.num_base_priors * self.bbox_coder.encode_size, 3,
-                                    padding=1)
+        # Predictors use the towers' conv type (QConv in quantized models).
+        self.retina_cls = build_conv_layer(self.conv_cfg, self.feat_channels,
+                                           self.num_base_priors * self.cls_out_channels, 3,
+                                           padding=1)
+        self.retina_reg = build_conv_layer(self.conv_cfg, self.feat_channels,
+                                           self.num_base_priors * self.bbox_coder.encode_size,
+                                           3, padding=1)
 
     def forward(self, x: Tuple[Tensor, ...]) -> Tuple[List[Tensor], List[Tensor]]:
         """Run the head on every pyramid level.

@@ -5,9 +5,8 @@ from typing import Optional
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from mmaqd.quant import LevelNorm
-
 from mmaqd.models.layers.level_conv_module import LevelConvModule
+from mmaqd.quant import LevelNorm
 
 
 def level_norm_cfg(norm_cfg: Optional[dict], num_levels: int, head: str) -> Optional[dict]:

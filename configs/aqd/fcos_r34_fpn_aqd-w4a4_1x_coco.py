@@ -1,0 +1,4 @@
+_base_ = './fcos_r18_fpn_aqd-w4a4_1x_coco.py'
+model = dict(
+    backbone=dict(depth=34))
+load_from = 'work_dirs/fcos_r34_fpn_aqd-fp32_1x_coco/epoch_12.pth'

@@ -1,0 +1,2 @@
+_base_ = './retinanet_r18_fpn_aqd-w4a4_synthetic.py'
+model = dict(quant_cfg=dict(w_bits=2, a_bits=2))

@@ -1,0 +1,3 @@
+from .qresnet import QBasicBlock, QBottleneck, QResNet
+
+__all__ = ['QResNet', 'QBasicBlock', 'QBottleneck']

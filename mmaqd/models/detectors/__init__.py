@@ -1,0 +1,3 @@
+from .aqd_detectors import AQDFCOS, AQDRetinaNet
+
+__all__ = ['AQDRetinaNet', 'AQDFCOS']

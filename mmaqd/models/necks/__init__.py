@@ -1,0 +1,3 @@
+from .qfpn import QFPN
+
+__all__ = ['QFPN']

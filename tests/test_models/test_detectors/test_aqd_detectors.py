@@ -1,0 +1,82 @@
+"""AQD detectors: 32-bit equivalence with the FP detector, bits by name, checkpoint keys."""
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner.checkpoint import load_state_dict
+
+import mmaqd  # noqa: F401
+from mmaqd.quant import QConv
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
+from tests.conftest import ROOT
+
+register_all_modules()
+PAIRS = [
+    ('retinanet_r18_fpn_aqd-fp32_synthetic.py', 'retinanet_r18_fpn_aqd-w4a4_synthetic.py',
+     r'^bbox_head\.retina_(cls|reg)$'),
+    ('fcos_r18_fpn_aqd-fp32_synthetic.py', 'fcos_r18_fpn_aqd-w4a4_synthetic.py',
+     r'^bbox_head\.conv_(cls|reg|centerness)$'),
+]
+
+
+def build(name, **quant_cfg):
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'aqd', name))
+    if quant_cfg:
+        cfg.model.quant_cfg = quant_cfg
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def images():
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(-120, 130, (2, 3, 64, 64), generator=g).float()
+
+
+@pytest.mark.parametrize('fp_name, q_name, _', PAIRS)
+def test_32_bit_quantized_detector_reproduces_the_fp_detector(fp_name, q_name, _):
+    fp = build(fp_name)
+    q = build(q_name, w_bits=32, a_bits=32)
+    load_state_dict(q, fp.state_dict(), strict=True)  # only quantizer keys missing
+    x = images()
+    for mode in ('train', 'eval'):
+        getattr(fp, mode)()
+        getattr(q, mode)()
+        with torch.no_grad():
+            outs_fp, outs_q = fp._forward(x), q._forward(x)
+        for level_fp, level_q in zip(outs_fp, outs_q):
+            for a, b in zip(level_fp, level_q):
+                assert torch.equal(a, b), mode
+
+
+@pytest.mark.parametrize('fp_name, q_name, predictors', PAIRS)
+def test_4_bit_config_quantizes_everything_with_8_bit_ends(fp_name, q_name, predictors):
+    import re
+    q = build(q_name)
+    convs = {n: m for n, m in q.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert all(isinstance(m, QConv) for m in convs.values())
+    for name, conv in convs.items():
+        if name == 'backbone.conv1':
+            assert (conv.w_bits, conv.a_bits) == (8, None)
+        elif re.search(predictors, name):
+            assert (conv.w_bits, conv.a_bits) == (8, 8)
+        else:
+            assert (conv.w_bits, conv.a_bits) == (4, 4), name
+    q.train()
+    outs = q._forward(images())
+    assert all(torch.isfinite(t).all() for level in outs for t in level)
+
+
+def test_checkpoint_of_another_architecture_is_refused_by_name():
+    q = build('retinanet_r18_fpn_aqd-w4a4_synthetic.py')
+    state = build('retinanet_r18_fpn_aqd-fp32_synthetic.py').state_dict()
+    state['neck.extra_thing.weight'] = torch.zeros(1)
+    with pytest.raises(KeyError, match=r'Unexpected: \[.neck\.extra_thing\.weight.\]'):
+        load_state_dict(q, state)
+    state.pop('neck.extra_thing.weight')
+    state.pop('backbone.layer1.0.conv1.weight')
+    with pytest.raises(KeyError, match=r'backbone\.layer1\.0\.conv1\.weight'):
+        load_state_dict(q, state)
