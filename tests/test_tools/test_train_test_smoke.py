@@ -71,3 +71,28 @@ def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         test_tool.main([osp.join(ROOT, 'configs/aqd/retinanet_r18_fpn_aqd-fp32_synthetic.py'),
                         str(tmp_path / 'nope.pth')])
+
+
+@pytest.mark.parametrize('fp_config, q_config', [
+    ('retinanet_r18_fpn_aqd-fp32_synthetic.py', 'retinanet_r18_fpn_aqd-w4a4_synthetic.py'),
+    ('fcos_r18_fpn_aqd-fp32_synthetic.py', 'fcos_r18_fpn_aqd-w2a2_synthetic.py'),
+])
+def test_qat_fine_tune_from_fp_checkpoint_and_test(fp_config, q_config, tiny_data, tmp_path):
+    opts = data_options(tiny_data)
+    fp_dir, q_dir = str(tmp_path / 'fp'), str(tmp_path / 'q')
+    train_tool.main([osp.join(ROOT, 'configs/aqd', fp_config), '--work-dir', fp_dir,
+                     '--cfg-options', 'train_cfg.max_iters=2', *opts])
+    fp_ckpt = osp.join(fp_dir, 'iter_2.pth')
+    q_path = osp.join(ROOT, 'configs/aqd', q_config)
+    train_tool.main([q_path, '--work-dir', q_dir, '--cfg-options', 'train_cfg.max_iters=2',
+                     f'load_from={fp_ckpt}', *opts])
+    q_ckpt = torch.load(osp.join(q_dir, 'iter_2.pth'), map_location='cpu',
+                        weights_only=False)['state_dict']
+    fp_state = torch.load(fp_ckpt, map_location='cpu', weights_only=False)['state_dict']
+    # FP weights were loaded, then fine-tuned; the quantizer steps were learned from data.
+    assert set(fp_state) < set(q_ckpt)
+    steps = [v for k, v in q_ckpt.items() if k.endswith('input_quantizer.initialized')]
+    assert steps and all(bool(v) for v in steps)
+    metrics = test_tool.main([q_path, osp.join(q_dir, 'iter_2.pth'), '--work-dir', q_dir,
+                              '--cfg-options', *opts])
+    assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
