@@ -1,8 +1,9 @@
-"""The end-to-end demo behind ``make demo``: data -> FP training -> COCO mAP.
+"""The end-to-end demo behind ``make demo``: data -> FP training -> AQD 4-bit -> mAP.
 
 Stages, each timed: prepare the data set (generated, or tiled from the deepforest
 wheel) unless it is already there, train the full-precision AQD-architecture
-RetinaNet-R18 from scratch, evaluate it with mmdet's CocoMetric, and print bbox mAP.
+RetinaNet-R18 from scratch, fine-tune the fully-quantized 4-bit model from it,
+evaluate both with mmdet's CocoMetric, and print their bbox mAP side by side.
 
 Example::
 
@@ -15,18 +16,20 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DATASETS = {
     'synthetic': dict(
         root='data/synthetic',
         prepare=['tools/dataset_converters/synthetic.py', '--out', 'data/synthetic'],
-        fp_config='configs/aqd/retinanet_r18_fpn_aqd-fp32_synthetic.py'),
+        fp_config='configs/aqd/retinanet_r18_fpn_aqd-fp32_synthetic.py',
+        q_config='configs/aqd/retinanet_r18_fpn_aqd-w4a4_synthetic.py'),
     'neon-trees': dict(
         root='data/neon_trees',
         prepare=['tools/dataset_converters/neon_trees.py', '--out', 'data/neon_trees'],
-        fp_config='configs/aqd/retinanet_r18_fpn_aqd-fp32_neon-trees.py'),
+        fp_config='configs/aqd/retinanet_r18_fpn_aqd-fp32_neon-trees.py',
+        q_config='configs/aqd/retinanet_r18_fpn_aqd-w4a4_neon-trees.py'),
 }
 
 
@@ -56,27 +59,37 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.only_data:
         return
 
-    fp_dir = osp.join(work_dir, 'fp32')
-    run_stage('train FP32', ['tools/train.py', spec['fp_config'], '--work-dir', fp_dir],
-              timings)
-    with open(osp.join(ROOT, fp_dir, 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
-    metrics_file = osp.join(fp_dir, 'test_metrics.json')
-    run_stage('test FP32', [
-        'tools/test.py', spec['fp_config'], checkpoint, '--work-dir', fp_dir,
-        '--metrics-out', metrics_file
-    ], timings)
-    with open(osp.join(ROOT, metrics_file)) as f:
-        metrics = json.load(f)
+    fp_ckpt, fp_metrics = train_and_test('FP32', spec['fp_config'],
+                                         osp.join(work_dir, 'fp32'), [], timings)
+    _, q_metrics = train_and_test('AQD w4a4', spec['q_config'], osp.join(work_dir, 'w4a4'),
+                                  [f'load_from={fp_ckpt}'], timings)
 
     print(f'\n=== mmaqd demo on {args.data}')
     for stage, seconds in timings.items():
-        print(f'{stage:14s} {seconds / 60:6.1f} min')
-    if 'coco/bbox_mAP' in metrics:
-        print(f'{"FP32":14s} bbox mAP {metrics["coco/bbox_mAP"]:.3f}  '
-              f'AP50 {metrics["coco/bbox_mAP_50"]:.3f}')
-    else:
-        print(f'{"FP32":14s} no detection above the score threshold')
+        print(f'{stage:16s} {seconds / 60:6.1f} min')
+    for name, metrics in (('FP32', fp_metrics), ('AQD w4a4', q_metrics)):
+        if 'coco/bbox_mAP' in metrics:
+            print(f'{name:16s} bbox mAP {metrics["coco/bbox_mAP"]:.3f}  '
+                  f'AP50 {metrics["coco/bbox_mAP_50"]:.3f}')
+        else:
+            print(f'{name:16s} no detection above the score threshold')
+
+
+def train_and_test(name: str, config: str, work_dir: str, options: List[str],
+                   timings: Dict[str, float]) -> Tuple[str, dict]:
+    """Train ``config`` into ``work_dir``, test its last checkpoint, return both."""
+    extra = ['--cfg-options', *options] if options else []
+    run_stage(f'train {name}', ['tools/train.py', config, '--work-dir', work_dir, *extra],
+              timings)
+    with open(osp.join(ROOT, work_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    metrics_file = osp.join(work_dir, 'test_metrics.json')
+    run_stage(f'test {name}', [
+        'tools/test.py', config, checkpoint, '--work-dir', work_dir, '--metrics-out',
+        metrics_file
+    ], timings)
+    with open(osp.join(ROOT, metrics_file)) as f:
+        return checkpoint, json.load(f)
 
 
 if __name__ == '__main__':
