@@ -10,6 +10,18 @@ from torch import Tensor
 from mmaqd.quant import QAdd
 
 
+def _residual_forward(block, x: Tensor, residual) -> Tensor:
+    """``relu(block.add(residual(x), shortcut(x)))``, with mmdet's checkpointing option."""
+
+    def _inner_forward(x: Tensor) -> Tensor:
+        identity = x if block.downsample is None else block.downsample(x)
+        return block.add(residual(x), identity)
+
+    out = cp.checkpoint(_inner_forward, x, use_reentrant=False) \
+        if block.with_cp and x.requires_grad else _inner_forward(x)
+    return block.relu(out)
+
+
 class QBasicBlock(BasicBlock):
     """mmdet's BasicBlock whose residual add is a :class:`~mmaqd.quant.QAdd`."""
 
@@ -19,16 +31,8 @@ class QBasicBlock(BasicBlock):
 
     def forward(self, x: Tensor) -> Tensor:
         """conv-BN-ReLU, conv-BN, quantized add with the shortcut, ReLU."""
-
-        def _inner_forward(x: Tensor) -> Tensor:
-            out = self.relu(self.norm1(self.conv1(x)))
-            out = self.norm2(self.conv2(out))
-            identity = x if self.downsample is None else self.downsample(x)
-            return self.add(out, identity)
-
-        out = cp.checkpoint(_inner_forward, x, use_reentrant=False) \
-            if self.with_cp and x.requires_grad else _inner_forward(x)
-        return self.relu(out)
+        return _residual_forward(
+            self, x, lambda x: self.norm2(self.conv2(self.relu(self.norm1(self.conv1(x))))))
 
 
 class QBottleneck(Bottleneck):
@@ -44,16 +48,12 @@ class QBottleneck(Bottleneck):
     def forward(self, x: Tensor) -> Tensor:
         """Three conv-BN(-ReLU) stages, quantized add with the shortcut, ReLU."""
 
-        def _inner_forward(x: Tensor) -> Tensor:
+        def residual(x: Tensor) -> Tensor:
             out = self.relu(self.norm1(self.conv1(x)))
             out = self.relu(self.norm2(self.conv2(out)))
-            out = self.norm3(self.conv3(out))
-            identity = x if self.downsample is None else self.downsample(x)
-            return self.add(out, identity)
+            return self.norm3(self.conv3(out))
 
-        out = cp.checkpoint(_inner_forward, x, use_reentrant=False) \
-            if self.with_cp and x.requires_grad else _inner_forward(x)
-        return self.relu(out)
+        return _residual_forward(self, x, residual)
 
 
 @MODELS.register_module()
