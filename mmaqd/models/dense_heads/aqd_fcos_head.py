@@ -7,7 +7,8 @@ from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from .level_tower import build_tower, check_num_levels, level_norm_cfg, run_tower
+from .level_tower import (build_tower, check_num_levels, level_norm_cfg,
+                          resolve_num_levels, run_tower)
 
 
 @MODELS.register_module()
@@ -33,10 +34,7 @@ class AQDFCOSHead(FCOSHead):
                  num_levels: Optional[int] = None,
                  **kwargs) -> None:
         strides = kwargs.get('strides', (4, 8, 16, 32, 64))
-        self.num_levels = len(strides) if num_levels is None else num_levels
-        if num_levels is not None and num_levels != len(strides):
-            raise ValueError(f'AQDFCOSHead: num_levels={num_levels} does not match the '
-                             f'{len(strides)} strides {list(strides)}')
+        self.num_levels = resolve_num_levels(num_levels, strides, type(self).__name__)
         if kwargs.get('dcn_on_last_conv'):
             raise ValueError('AQDFCOSHead: dcn_on_last_conv is not supported')
         kwargs['norm_cfg'] = level_norm_cfg(

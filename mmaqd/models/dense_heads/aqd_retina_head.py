@@ -7,7 +7,8 @@ from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from .level_tower import build_tower, check_num_levels, level_norm_cfg, run_tower
+from .level_tower import (build_tower, check_num_levels, level_norm_cfg,
+                          resolve_num_levels, run_tower)
 
 
 @MODELS.register_module()
@@ -35,10 +36,7 @@ class AQDRetinaHead(RetinaHead):
                  num_levels: Optional[int] = None,
                  **kwargs) -> None:
         strides = kwargs.get('anchor_generator', {}).get('strides', [8, 16, 32, 64, 128])
-        self.num_levels = len(strides) if num_levels is None else num_levels
-        if num_levels is not None and num_levels != len(strides):
-            raise ValueError(f'AQDRetinaHead: num_levels={num_levels} does not match the '
-                             f'{len(strides)} anchor strides {list(strides)}')
+        self.num_levels = resolve_num_levels(num_levels, strides, type(self).__name__)
         kwargs['norm_cfg'] = level_norm_cfg(
             kwargs.get('norm_cfg'), self.num_levels, type(self).__name__)
         super().__init__(num_classes=num_classes, in_channels=in_channels, **kwargs)

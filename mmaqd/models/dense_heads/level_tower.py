@@ -9,6 +9,23 @@ from mmaqd.models.layers.level_conv_module import LevelConvModule
 from mmaqd.quant import LevelNorm
 
 
+def resolve_num_levels(num_levels: Optional[int], strides, head: str) -> int:
+    """The head's pyramid-level count: one per stride, and ``num_levels`` must agree.
+
+    Args:
+        num_levels (int, optional): The count the config asked for, if any.
+        strides (sequence[int]): The head's strides, one per level.
+        head (str): Head name for error messages.
+
+    Returns:
+        int: The number of levels.
+    """
+    if num_levels is not None and num_levels != len(strides):
+        raise ValueError(f'{head}: num_levels={num_levels} does not match the '
+                         f'{len(strides)} strides {list(strides)}')
+    return len(strides)
+
+
 def level_norm_cfg(norm_cfg: Optional[dict], num_levels: int, head: str) -> Optional[dict]:
     """Complete a head's ``norm_cfg`` with the number of pyramid levels.
 
