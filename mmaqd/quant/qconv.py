@@ -34,6 +34,10 @@ class QConv(nn.Conv2d):
             is already integer (the stem's image); ``a_bits`` is then unused.
             Defaults to ``'unsigned'``.
         w_per_channel (bool): One weight scale per output channel. Defaults to False.
+        num_levels (int): Number of private input quantizers, one per pyramid level,
+            for a conv shared across the levels of a feature pyramid (AQD heads: one
+            activation quantizer per level, like the per-level BN); ``forward`` then
+            takes the level index. Defaults to 1.
     """
 
     def __init__(self,
@@ -53,10 +57,14 @@ class QConv(nn.Conv2d):
                  a_bits: int = 32,
                  quantizer: str = 'LSQ',
                  input_quant: Optional[str] = 'unsigned',
-                 w_per_channel: bool = False) -> None:
+                 w_per_channel: bool = False,
+                 num_levels: int = 1) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, padding_mode, device, dtype)
         owner = type(self).__name__
+        if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
+            raise ValueError(f'{owner}: num_levels must be a positive int, got {num_levels!r}')
+        self.num_levels = num_levels
         if input_quant not in _INPUT_QUANT_MODES:
             raise ValueError(f'{owner}: input_quant={input_quant!r} is invalid; expected one '
                              f'of {_INPUT_QUANT_MODES}')
@@ -73,10 +81,18 @@ class QConv(nn.Conv2d):
         self.quantizer = quantizer
         self.weight_quantizer = quantizer_type.for_weights(
             w_bits, self.out_channels, self.w_per_channel, name=f'{owner} weight quantizer')
-        self.input_quantizer: Optional[Quantizer] = None
+        self.input_quantizers = nn.ModuleList()
         if self.input_quant is not None:
-            self.input_quantizer = quantizer_type.for_activations(
-                a_bits, self.input_quant == 'signed', name=f'{owner} input quantizer')
+            for level in range(self.num_levels):
+                suffix = f' (level {level})' if self.num_levels > 1 else ''
+                self.input_quantizers.append(quantizer_type.for_activations(
+                    a_bits, self.input_quant == 'signed',
+                    name=f'{owner} input quantizer{suffix}'))
+
+    @property
+    def input_quantizer(self) -> Optional[Quantizer]:
+        """Quantizer, optional: The input quantizer (of level 0), None for an integer input."""
+        return self.input_quantizers[0] if len(self.input_quantizers) else None
 
     def set_quantizer_type(self, quantizer: str) -> None:
         """Replace both quantizers by fresh ones of another type, keeping the bits.
@@ -108,41 +124,55 @@ class QConv(nn.Conv2d):
 
         Args:
             w_bits (int, optional): New weight bit width.
-            a_bits (int, optional): New input bit width; ignored without an input
-                quantizer.
+            a_bits (int, optional): New input bit width (of every level); ignored
+                without an input quantizer.
         """
         if w_bits is not None:
             self.weight_quantizer.set_bits(w_bits)
-        if a_bits is not None and self.input_quantizer is not None:
-            self.input_quantizer.set_bits(a_bits)
+        if a_bits is not None:
+            for quantizer in self.input_quantizers:
+                quantizer.set_bits(a_bits)
 
-    def accumulator_unit(self) -> torch.Tensor:
+    def _check_level(self, level: int) -> None:
+        if not 0 <= level < self.num_levels:
+            raise IndexError(f'{type(self).__name__}: level {level} is out of range for '
+                             f'num_levels={self.num_levels}')
+
+    def accumulator_unit(self, level: int = 0) -> torch.Tensor:
         """The real value of one unit of the integer accumulator, ``S = s_x * s_w``.
 
         An input without quantizer is taken to be integer already (``s_x = 1``).
         Requires zero points of 0 (always so for LSQ and Clip quantizers).
 
+        Args:
+            level (int): Pyramid level whose input quantizer is meant. Defaults to 0.
+
         Returns:
             Tensor: Detached unit of shape ``(1,)`` or ``(out_channels,)``.
         """
+        self._check_level(level)
         s_w = self.weight_quantizer.get_scale()
         if self.input_quantizer is None:
             return s_w
-        return self.input_quantizer.get_scale() * s_w
+        return self.input_quantizers[level].get_scale() * s_w
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Quantize the input and the weight, then convolve.
+    def forward(self, x: torch.Tensor, level: int = 0) -> torch.Tensor:
+        """Quantize the input (with the level's quantizer) and the weight, then convolve.
 
         Args:
             x (Tensor): Input of shape (N, C, H, W).
+            level (int): Pyramid level of ``x``; selects the input quantizer.
+                Defaults to 0.
 
         Returns:
             Tensor: The convolution of the quantized input with the quantized weight.
         """
-        if self.input_quantizer is not None:
-            x = self.input_quantizer(x)
+        if len(self.input_quantizers):
+            self._check_level(level)
+            x = self.input_quantizers[level](x)
         return self._conv_forward(x, self.weight_quantizer(self.weight), self.bias)
 
     def extra_repr(self) -> str:
         return (f'{super().extra_repr()}, w_bits={self.w_bits}, a_bits={self.a_bits}, '
-                f'quantizer={self.quantizer!r}, input_quant={self.input_quant!r}')
+                f'quantizer={self.quantizer!r}, input_quant={self.input_quant!r}'
+                f'{f", num_levels={self.num_levels}" if self.num_levels > 1 else ""}')

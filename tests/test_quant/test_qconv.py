@@ -113,3 +113,35 @@ def test_state_dict_round_trip():
     target.load_state_dict(source.state_dict())
     x = torch.rand(1, 2, 5, 5)
     assert torch.equal(source(x), target(x))
+
+
+def test_per_level_input_quantizers_are_private_and_share_the_weight():
+    conv = QConv(1, 1, 1, bias=False, w_bits=8, a_bits=2, num_levels=3)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    set_step(conv.weight_quantizer, 1 / 127)  # weight 1.0 is exact
+    for level, step in enumerate((1.0, 0.5, 2.0)):
+        set_step(conv.input_quantizers[level], step)
+    x = torch.tensor([0.9, 1.3, 5.4]).view(1, 1, 1, 3)
+    expected = {0: [1.0, 1.0, 3.0], 1: [1.0, 1.5, 1.5], 2: [0.0, 2.0, 6.0]}
+    for level, values in expected.items():
+        out = conv(x, level=level).flatten()
+        assert torch.allclose(out, torch.tensor(values)), (level, out)
+        assert torch.allclose(conv.accumulator_unit(level),
+                              torch.tensor([(1.0, 0.5, 2.0)[level] / 127]))
+    assert conv.input_quantizer is conv.input_quantizers[0]
+    conv.set_bits(a_bits=4)
+    assert [q.bits for q in conv.input_quantizers] == [4, 4, 4]
+    with pytest.raises(IndexError, match='level 3 is out of range for num_levels=3'):
+        conv(x, level=3)
+    with pytest.raises(ValueError, match='num_levels must be a positive int, got 0'):
+        QConv(1, 1, 1, num_levels=0)
+
+
+def test_per_level_input_quantizers_survive_a_quantizer_type_change():
+    conv = QConv(2, 2, 3, w_bits=4, a_bits=4, num_levels=2)
+    conv.set_quantizer_type('Clip')
+    assert len(conv.input_quantizers) == 2
+    assert all(type(q) is ClipQuantizer for q in conv.input_quantizers)
+    assert sorted(k for k in conv.state_dict() if 'input' in k) == [
+        'input_quantizers.0.clip_value', 'input_quantizers.1.clip_value']

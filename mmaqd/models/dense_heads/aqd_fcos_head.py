@@ -7,7 +7,9 @@ from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from .level_tower import (build_tower, check_num_levels, level_norm_cfg,
+from mmaqd.models.layers.level_conv_module import conv_at_level
+
+from .level_tower import (build_tower, check_num_levels, level_conv_cfg, level_norm_cfg,
                           resolve_num_levels, run_tower)
 
 
@@ -39,6 +41,8 @@ class AQDFCOSHead(FCOSHead):
             raise ValueError('AQDFCOSHead: dcn_on_last_conv is not supported')
         kwargs['norm_cfg'] = level_norm_cfg(
             kwargs.get('norm_cfg'), self.num_levels, type(self).__name__)
+        kwargs['conv_cfg'] = level_conv_cfg(
+            kwargs.get('conv_cfg'), self.num_levels, type(self).__name__)
         super().__init__(num_classes=num_classes, in_channels=in_channels, **kwargs)
 
     def _init_cls_convs(self) -> None:
@@ -91,9 +95,10 @@ class AQDFCOSHead(FCOSHead):
         """
         cls_feat = run_tower(self.cls_convs, x, level)
         reg_feat = run_tower(self.reg_convs, x, level)
-        cls_score = self.conv_cls(cls_feat)
-        centerness = self.conv_centerness(reg_feat if self.centerness_on_reg else cls_feat)
-        bbox_pred = scale(self.conv_reg(reg_feat)).float()
+        cls_score = conv_at_level(self.conv_cls, cls_feat, level)
+        centerness = conv_at_level(self.conv_centerness,
+                                   reg_feat if self.centerness_on_reg else cls_feat, level)
+        bbox_pred = scale(conv_at_level(self.conv_reg, reg_feat, level)).float()
         if self.norm_on_bbox:
             bbox_pred = bbox_pred.clamp(min=0)
             if not self.training:

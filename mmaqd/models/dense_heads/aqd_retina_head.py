@@ -7,7 +7,9 @@ from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from .level_tower import (build_tower, check_num_levels, level_norm_cfg,
+from mmaqd.models.layers.level_conv_module import conv_at_level
+
+from .level_tower import (build_tower, check_num_levels, level_conv_cfg, level_norm_cfg,
                           resolve_num_levels, run_tower)
 
 
@@ -39,6 +41,8 @@ class AQDRetinaHead(RetinaHead):
         self.num_levels = resolve_num_levels(num_levels, strides, type(self).__name__)
         kwargs['norm_cfg'] = level_norm_cfg(
             kwargs.get('norm_cfg'), self.num_levels, type(self).__name__)
+        kwargs['conv_cfg'] = level_conv_cfg(
+            kwargs.get('conv_cfg'), self.num_levels, type(self).__name__)
         super().__init__(num_classes=num_classes, in_channels=in_channels, **kwargs)
 
     def _init_layers(self) -> None:
@@ -79,4 +83,5 @@ class AQDRetinaHead(RetinaHead):
         """
         cls_feat = run_tower(self.cls_convs, x, level)
         reg_feat = run_tower(self.reg_convs, x, level)
-        return self.retina_cls(cls_feat), self.retina_reg(reg_feat)
+        return (conv_at_level(self.retina_cls, cls_feat, level),
+                conv_at_level(self.retina_reg, reg_feat, level))

@@ -6,7 +6,7 @@ from mmdet.registry import MODELS
 from torch import Tensor, nn
 
 from mmaqd.models.layers.level_conv_module import LevelConvModule
-from mmaqd.quant import LevelNorm
+from mmaqd.quant import LevelNorm, QConv
 
 
 def resolve_num_levels(num_levels: Optional[int], strides, head: str) -> int:
@@ -38,16 +38,38 @@ def level_norm_cfg(norm_cfg: Optional[dict], num_levels: int, head: str) -> Opti
         dict, optional: The config, with ``num_levels`` set for a level norm
         (multi-level BN and its flavours).
     """
-    if norm_cfg is None:
-        return norm_cfg
-    norm_type = norm_cfg.get('type')
-    norm_cls = MODELS.get(norm_type) if isinstance(norm_type, str) else norm_type
-    if not (isinstance(norm_cls, type) and issubclass(norm_cls, LevelNorm)):
-        return norm_cfg
-    cfg = copy.deepcopy(dict(norm_cfg))
+    return _with_num_levels(norm_cfg, LevelNorm, num_levels, head, 'norm_cfg')
+
+
+def level_conv_cfg(conv_cfg: Optional[dict], num_levels: int, head: str) -> Optional[dict]:
+    """Complete a head's ``conv_cfg`` with the number of pyramid levels.
+
+    A :class:`~mmaqd.quant.QConv` shared by all levels gets one input quantizer per
+    level (AQD: private activation quantizers, like the private BNs).
+
+    Args:
+        conv_cfg (dict, optional): The head's conv config.
+        num_levels (int): Number of pyramid levels the head is applied to.
+        head (str): Head name for error messages.
+
+    Returns:
+        dict, optional: The config, with ``num_levels`` set for a QConv.
+    """
+    return _with_num_levels(conv_cfg, QConv, num_levels, head, 'conv_cfg')
+
+
+def _with_num_levels(cfg: Optional[dict], base: type, num_levels: int, head: str,
+                     key: str) -> Optional[dict]:
+    if cfg is None:
+        return cfg
+    layer_type = cfg.get('type')
+    layer_cls = MODELS.get(layer_type) if isinstance(layer_type, str) else layer_type
+    if not (isinstance(layer_cls, type) and issubclass(layer_cls, base)):
+        return cfg
+    cfg = copy.deepcopy(dict(cfg))
     given = cfg.setdefault('num_levels', num_levels)
     if given != num_levels:
-        raise ValueError(f'{head}: norm_cfg num_levels={given} does not match the head\'s '
+        raise ValueError(f'{head}: {key} num_levels={given} does not match the head\'s '
                          f'{num_levels} pyramid levels')
     return cfg
 

@@ -7,7 +7,7 @@ from torch import nn
 from mmaqd.models.utils import apply_quant_cfg, format_quant_table
 
 # State-dict entries that an FP checkpoint cannot have: they are learned from data.
-_QUANTIZER_KEY_PARTS = ('weight_quantizer.', 'input_quantizer.')
+_QUANTIZER_KEY_PARTS = ('weight_quantizer.', 'input_quantizers.')
 
 
 def is_quantizer_key(key: str) -> bool:

@@ -4,7 +4,7 @@ import torch
 from mmengine.structures import InstanceData
 
 import mmaqd  # noqa: F401
-from mmaqd.quant import MultiLevelBN
+from mmaqd.quant import MultiLevelBN, QConv
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 
@@ -127,3 +127,22 @@ def test_level_norm_flavours_get_the_level_count(norm):
     norms = [m.bn for m in head.cls_convs]
     assert all(type(n).__name__ == norm and n.num_levels == 5 for n in norms)
     head(features())
+
+
+@pytest.mark.parametrize('build', [retina_head, fcos_head], ids=['retina', 'fcos'])
+def test_quantized_head_has_one_activation_quantizer_per_level(build):
+    head = build(conv_cfg=dict(type='QConv', w_bits=4, a_bits=4))
+    qconvs = [m for m in head.modules() if isinstance(m, QConv)]
+    # towers (2 x 2) + predictors (2 for RetinaNet, 3 for FCOS): all shared, 5 levels
+    assert len(qconvs) == (6 if build is retina_head else 7)
+    assert all(len(c.input_quantizers) == 5 for c in qconvs)
+    feats = features()
+    head.train()
+    # Level 2 only: LSQ steps initialise on first use, so only level 2's are set.
+    if build is fcos_head:
+        head.forward_single(feats[2], head.scales[2], STRIDES[2], 2)
+    else:
+        head.forward_single(feats[2], 2)
+    for conv in qconvs:
+        seen = [bool(q.initialized) for q in conv.input_quantizers]
+        assert seen == [False, False, True, False, False]
