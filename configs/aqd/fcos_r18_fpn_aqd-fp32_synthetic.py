@@ -9,7 +9,18 @@ max_iters = 500
 model = dict(
     backbone=dict(init_cfg=None),
     neck=dict(out_channels=128),
-    bbox_head=dict(num_classes=10, in_channels=128, feat_channels=128, stacked_convs=2))
+    bbox_head=dict(
+        num_classes=10,
+        in_channels=128,
+        feat_channels=128,
+        stacked_convs=2,
+        # mmdet's improved FCOS settings (fcos_..._center-normbbox-centeronreg-giou):
+        # measured without them, 500 iterations reached val bbox mAP only 0.187.
+        norm_on_bbox=True,
+        centerness_on_reg=True,
+        center_sampling=True,
+        conv_bias=True,
+        loss_bbox=dict(type='GIoULoss', loss_weight=1.0)))
 train_cfg = dict(max_iters=max_iters)
 optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=0.001, weight_decay=0.05))
