@@ -9,7 +9,16 @@ max_iters = 800
 model = dict(
     backbone=dict(init_cfg=None),
     neck=dict(out_channels=128),
-    bbox_head=dict(num_classes=1, in_channels=128, feat_channels=128))
+    bbox_head=dict(
+        num_classes=1,
+        in_channels=128,
+        feat_channels=128,
+        # mmdet's improved FCOS settings, as in fcos_r18_fpn_aqd-fp32_synthetic.py.
+        norm_on_bbox=True,
+        centerness_on_reg=True,
+        center_sampling=True,
+        conv_bias=True,
+        loss_bbox=dict(type='GIoULoss', loss_weight=1.0)))
 train_cfg = dict(max_iters=max_iters)
 optim_wrapper = dict(optimizer=dict(lr=0.01))
 param_scheduler = [
