@@ -112,6 +112,20 @@ class ClipQuantizer(Quantizer):
         self._check_enabled()
         return self.clip_value.detach().clamp_min(self.min_clip) / self.levels
 
+    @torch.no_grad()
+    def set_scale(self, scale: torch.Tensor) -> None:
+        """Set the clipping value from the value of one code: ``a = scale * n``.
+
+        Args:
+            scale (Tensor): Scale of shape ``(1,)`` or ``(num_channels,)``.
+        """
+        self.clip_value.copy_((torch.as_tensor(scale, dtype=self.clip_value.dtype).reshape(
+            self.clip_value.shape) * self.levels).clamp_min(self.min_clip))
+
+    def calibration_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The standardised input if ``standardize``, else ``x``."""
+        return self._prepare(x.detach())
+
     def integer_codes(self, x: torch.Tensor) -> torch.Tensor:
         """The integer codes: ``0..n`` unsigned, odd ``-n..n`` signed.
 

@@ -100,6 +100,17 @@ class LSQQuantizer(Quantizer):
         self._check_enabled()
         return self.step.detach().clamp_min(self.min_step)
 
+    @torch.no_grad()
+    def set_scale(self, scale: torch.Tensor) -> None:
+        """Set the step (at least ``min_step``) and mark the quantizer initialised.
+
+        Args:
+            scale (Tensor): Step of shape ``(1,)`` or ``(num_channels,)``.
+        """
+        self.step.copy_(torch.as_tensor(scale, dtype=self.step.dtype).reshape(
+            self.step.shape).clamp_min(self.min_step))
+        self.initialized.fill_(True)
+
     def integer_codes(self, x: torch.Tensor) -> torch.Tensor:
         """The codes ``clamp(round(x / s), Qn, Qp)``.
 

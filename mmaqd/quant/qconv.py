@@ -119,19 +119,22 @@ class QConv(nn.Conv2d):
         """int, optional: Input bit width, None if the input is not quantized."""
         return None if self.input_quantizer is None else self.input_quantizer.bits
 
-    def set_bits(self, w_bits: Optional[int] = None, a_bits: Optional[int] = None) -> None:
+    def set_bits(self, w_bits: Optional[int] = None, a_bits: Optional[int] = None,
+                 adapt: bool = True) -> None:
         """Change the bit widths at run time; None leaves a width unchanged.
 
         Args:
             w_bits (int, optional): New weight bit width.
             a_bits (int, optional): New input bit width (of every level); ignored
                 without an input quantizer.
+            adapt (bool): Adapt the quantizers' learned state to the new widths; see
+                :meth:`Quantizer.set_bits`. Defaults to True.
         """
         if w_bits is not None:
-            self.weight_quantizer.set_bits(w_bits)
+            self.weight_quantizer.set_bits(w_bits, adapt)
         if a_bits is not None:
             for quantizer in self.input_quantizers:
-                quantizer.set_bits(a_bits)
+                quantizer.set_bits(a_bits, adapt)
 
     def _check_level(self, level: int) -> None:
         if not 0 <= level < self.num_levels:

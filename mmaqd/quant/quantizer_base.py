@@ -94,15 +94,18 @@ class Quantizer(nn.Module):
         """tuple[int, int]: Smallest and largest integer code ``(Qn, Qp)``."""
         return integer_range(self._bits, self.signed)
 
-    def set_bits(self, bits: int) -> None:
+    def set_bits(self, bits: int, adapt: bool = True) -> None:
         """Change the bit width at run time.
 
         Args:
             bits (int): New bit width: 2..8, or 32 for full precision.
+            adapt (bool): Adapt the learned state to the new width (e.g. rescale the
+                LSQ step). False when the state about to be loaded already belongs
+                to ``bits`` (restoring a checkpoint). Defaults to True.
         """
         new_bits = check_bits(bits, self.name)
         old_bits, self._bits = self._bits, new_bits
-        if new_bits != old_bits:
+        if adapt and new_bits != old_bits:
             self._bits_changed(old_bits, new_bits)
 
     def _bits_changed(self, old_bits: int, new_bits: int) -> None:
@@ -147,6 +150,29 @@ class Quantizer(nn.Module):
             Tensor: Detached scale of shape ``(1,)`` or ``(num_channels,)``.
         """
         raise NotImplementedError
+
+    def set_scale(self, scale: torch.Tensor) -> None:
+        """Set the real value of one code step from calibration statistics.
+
+        Args:
+            scale (Tensor): Positive scale of shape ``(1,)`` or ``(num_channels,)``.
+
+        Raises:
+            NotImplementedError: For quantizers whose scale is not a learned
+                parameter (the min-max observers track their range themselves).
+        """
+        raise NotImplementedError(f'{self.name}: {type(self).__name__} has no settable scale')
+
+    def calibration_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the codes are computed from, for calibration statistics.
+
+        Args:
+            x (Tensor): The quantizer's input.
+
+        Returns:
+            Tensor: ``x`` itself unless the quantizer transforms it first.
+        """
+        return x
 
     def _check_enabled(self) -> None:
         if not self.enabled:

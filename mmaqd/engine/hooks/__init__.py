@@ -1,0 +1,8 @@
+from .bit_width_schedule_hook import BitWidthScheduleHook
+from .freeze_bn_stats_hook import FreezeBNStatsHook
+from .quant_calibration_hook import QuantCalibrationHook, quantizers_to_calibrate
+
+__all__ = [
+    'BitWidthScheduleHook', 'FreezeBNStatsHook', 'QuantCalibrationHook',
+    'quantizers_to_calibrate'
+]
