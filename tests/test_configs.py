@@ -8,7 +8,7 @@ from mmengine.config import Config
 
 import mmaqd  # noqa: F401
 from mmaqd.quant import MultiLevelBN, QConv
-from mmdet.registry import MODELS
+from mmdet.registry import HOOKS, MODELS
 from mmdet.utils import register_all_modules
 from tests.conftest import ROOT
 
@@ -24,6 +24,8 @@ def test_configs_exist_for_both_detectors_depths_bits_and_data_sets():
                 assert f'{algo}_r{depth}_fpn_aqd-{bits}_1x_coco.py' in names
             for data in ('synthetic', 'neon-trees'):
                 assert f'{algo}_r18_fpn_aqd-{bits}_{data}.py' in names
+        for suffix in ('synthetic', '1x_coco'):
+            assert f'{algo}_r18_fpn_aqd-progressive-w2a2_{suffix}.py' in names
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[osp.basename(c) for c in CONFIGS])
@@ -41,11 +43,17 @@ def test_config_builds_with_aqd_fp_architecture(path):
     if '-fp32_' in name:
         assert not any(isinstance(m, QConv) for m in model.modules())
     else:
-        bits = int(name.split('_aqd-w')[1][0])
+        bits = int(name.split('-w')[1][0])
         assert model.quant_cfg['w_bits'] == model.quant_cfg['a_bits'] == bits
         assert model.backbone.conv1.w_bits == 8
         # quantized fine-tunes start from an FP checkpoint at a 10x lower lr
         assert cfg.load_from and '-fp32_' in cfg.load_from
+    # custom hooks build, and their layer patterns fit this model
+    for hook_cfg in cfg.get('custom_hooks', []):
+        hook = HOOKS.build(hook_cfg)
+        if hasattr(hook, 'selected_convs'):
+            chosen = hook.selected_convs(model)
+            assert 'backbone.conv1' not in chosen and len(chosen) > 20
     assert type(model.bbox_head).__name__ in ('AQDRetinaHead', 'AQDFCOSHead')
     level_bns = [m for m in model.bbox_head.modules() if isinstance(m, MultiLevelBN)]
     assert level_bns and all(bn.num_levels == len(model.neck.fpn_convs) for bn in level_bns)
