@@ -8,6 +8,7 @@ import os.path as osp
 
 import pytest
 import torch
+from mmengine.config import Config
 
 from tests.conftest import ROOT, load_tool
 
@@ -91,8 +92,41 @@ def test_qat_fine_tune_from_fp_checkpoint_and_test(fp_config, q_config, tiny_dat
     fp_state = torch.load(fp_ckpt, map_location='cpu', weights_only=False)['state_dict']
     # FP weights were loaded, then fine-tuned; the quantizer steps were learned from data.
     assert set(fp_state) < set(q_ckpt)
-    steps = [v for k, v in q_ckpt.items() if k.endswith('input_quantizer.initialized')]
+    steps = [v for k, v in q_ckpt.items()
+             if '.input_quantizers.' in k and k.endswith('.initialized')]
     assert steps and all(bool(v) for v in steps)
     metrics = test_tool.main([q_path, osp.join(q_dir, 'iter_2.pth'), '--work-dir', q_dir,
                               '--cfg-options', *opts])
     assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
+
+
+def test_progressive_schedule_and_resume_through_the_tools(tiny_data, tmp_path):
+    """The progressive config's hooks in tools/train.py: stages, checkpointed bits, resume."""
+    opts = data_options(tiny_data)
+    fp_dir, q_dir = str(tmp_path / 'fp'), str(tmp_path / 'q')
+    train_tool.main([osp.join(ROOT, 'configs/aqd/retinanet_r18_fpn_aqd-fp32_synthetic.py'),
+                     '--work-dir', fp_dir, '--cfg-options', 'train_cfg.max_iters=1', *opts])
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/aqd/retinanet_r18_fpn_aqd-progressive-w2a2_synthetic.py'))
+    cfg.custom_hooks[0].schedule = [dict(begin=0, bits=8), dict(begin=1, bits=4),
+                                    dict(begin=2, bits=2)]
+    cfg.custom_hooks[1].num_batches = 1
+    config = str(tmp_path / 'progressive.py')
+    cfg.dump(config)
+    common = ['--work-dir', q_dir, '--cfg-options', f'load_from={fp_dir}/iter_1.pth', *opts]
+    train_tool.main([config, *common[:2], '--cfg-options', 'train_cfg.max_iters=2',
+                     'default_hooks.checkpoint.interval=2', *common[3:]])
+    train_tool.main([config, *common[:2], '--resume', '--cfg-options', 'train_cfg.max_iters=3',
+                     'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=3',
+                     *common[3:]])
+    states = {}
+    for it in (2, 3):
+        ckpt = torch.load(osp.join(q_dir, f'iter_{it}.pth'), map_location='cpu',
+                          weights_only=False)
+        (state, ) = ckpt['aqd_bit_schedules'].values()
+        states[it] = state
+    # iterations 0, 1 ran at 8 and 4 bits; the resumed iteration 2 at 2 bits
+    assert states[2]['stage'] == 1 and states[3]['stage'] == 2
+    assert states[2]['bits']['backbone.layer1.0.conv1'] == [4, 4]
+    assert states[3]['bits']['neck.fpn_convs.0.conv'] == [2, 2]
+    assert 'backbone.conv1' not in states[3]['bits']  # the 8-bit stem is excluded
