@@ -1,4 +1,12 @@
-"""Integer-only inference engine in plain PyTorch (no mmdet imports)."""
+"""Integer-only inference engine in plain PyTorch (no mmdet imports).
+
+:func:`convert_detector` turns a trained AQD detector into an
+:class:`IntegerDetector` whose forward pass is integer-only (``arith='int'``)
+or its exact float64 simulation (``arith='float'``).
+"""
+from .convert import ConversionError, convert_add, convert_conv, fold_bn
+from .detector import IntegerDetector, check_integer_preprocessor, convert_detector
+from .layers import IntAdd, IntConv
 from .requant import (INT32_MAX, MANTISSA_BITS, MAX_SHIFT, accumulator_bound,
                       check_accumulator_fits, multiply_by_quantized_multiplier,
                       quantize_multiplier, requantize, rounding_right_shift)
@@ -6,5 +14,6 @@ from .requant import (INT32_MAX, MANTISSA_BITS, MAX_SHIFT, accumulator_bound,
 __all__ = [
     'INT32_MAX', 'MANTISSA_BITS', 'MAX_SHIFT', 'quantize_multiplier', 'rounding_right_shift',
     'multiply_by_quantized_multiplier', 'requantize', 'accumulator_bound',
-    'check_accumulator_fits'
+    'check_accumulator_fits', 'ConversionError', 'convert_add', 'convert_conv', 'fold_bn',
+    'IntAdd', 'IntConv', 'IntegerDetector', 'check_integer_preprocessor', 'convert_detector'
 ]

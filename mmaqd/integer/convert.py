@@ -1,0 +1,193 @@
+"""Turn fake-quant layers into :mod:`~mmaqd.integer.layers` with integer constants."""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmaqd.quant import MinMaxQuantizer, QAdd, QConv
+
+from .layers import IntAdd, IntConv
+from .requant import INT32_MAX, accumulator_bound, check_accumulator_fits, quantize_multiplier
+
+#: Value range of the integer image (``pixel - integer mean``, std 1): 9-bit signed.
+IMAGE_BITS = 9
+
+
+class ConversionError(ValueError):
+    """A model (or one of its layers) has no integer form; the message says why."""
+
+
+def fold_bn(bn: _BatchNorm, acc_unit: torch.Tensor,
+            conv_bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fold an inference-mode BN (after a conv with accumulator unit ``S``) into integers.
+
+    ``BN(S * acc + c) = g' * S * (acc + B)`` with ``g' = gamma / sqrt(var + eps)`` and
+    ``B = round((beta / g' - mu + c) / S)`` (aqd-notes §2). The sign of ``g'`` is
+    applied to the integers so that the output unit ``|g'| * S`` is positive.
+
+    Args:
+        bn (_BatchNorm): The BN, with running statistics.
+        acc_unit (Tensor): ``S``, shape (1,) or (C,).
+        conv_bias (Tensor, optional): The conv's float bias ``c``.
+
+    Returns:
+        tuple[Tensor, Tensor, Tensor]: int64 bias ``B``, int64 sign, float64 output unit.
+    """
+    if bn.running_mean is None:
+        raise ConversionError(f'{type(bn).__name__}: folding needs running statistics')
+    var = bn.running_var.double()
+    mean = bn.running_mean.double()
+    gamma = bn.weight.detach().double() if bn.affine else torch.ones_like(mean)
+    beta = bn.bias.detach().double() if bn.affine else torch.zeros_like(mean)
+    multiplier = gamma / torch.sqrt(var + bn.eps)
+    if (multiplier == 0).any():
+        raise ConversionError(f'BN channel(s) {torch.nonzero(multiplier == 0).flatten().tolist()}'
+                              f' have gamma = 0; the folded bias beta / gamma is undefined')
+    shift = beta / multiplier - mean
+    if conv_bias is not None:
+        shift = shift + conv_bias.detach().double()
+    unit = acc_unit.double().expand_as(mean)
+    bias = torch.round(shift / unit)
+    return bias.to(torch.int64), torch.sign(multiplier).to(torch.int64), multiplier.abs() * unit
+
+
+def _check_quantized(name: str, conv: QConv, has_input: bool) -> None:
+    quantizers = [conv.weight_quantizer] + (list(conv.input_quantizers) if has_input else [])
+    for q in quantizers:
+        if not q.enabled:
+            raise ConversionError(f'{name}: {q.name} is at {q.bits} bits; integer conversion '
+                                  f'needs every conv quantized (check quant_cfg scope)')
+        if isinstance(q, MinMaxQuantizer):
+            raise ConversionError(f'{name}: {q.name} is a min-max quantizer with a zero point; '
+                                  f'the integer engine supports zero-point-free quantizers '
+                                  f'(LSQ, Clip)')
+        initialized = getattr(q, 'initialized', None)  # LSQ's flag; others have none
+        if initialized is not None and not bool(initialized):
+            raise ConversionError(f'{name}: {q.name} was never initialised (no scale yet); '
+                                  f'calibrate or load a trained checkpoint first')
+
+
+def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tensor]],
+                 norms: Optional[Sequence[Optional[_BatchNorm]]] = None, relu: bool = False,
+                 out_scale: Optional[Sequence[float]] = None) -> IntConv:
+    """Integer form of a QConv, the BN after it (per level) and an optional ReLU.
+
+    Args:
+        name (str): Module name of the conv, for messages.
+        conv (QConv): The conv.
+        in_units (list[Tensor], optional): Per level, the real unit ``(C_in,)`` or
+            ``(1,)`` of the integers fed to the conv; None if the conv reads the
+            integer image (it must then have no input quantizer).
+        norms (list[_BatchNorm | None], optional): Per level, the BN to fold.
+        relu (bool): A ReLU follows.
+        out_scale (list[float], optional): Per level, a real factor applied to the
+            output (FCOS's per-level Scale); folded into the output unit.
+
+    Returns:
+        IntConv: The integer layer.
+
+    Raises:
+        ConversionError: For an unquantized or uncalibrated layer, a layer whose
+            accumulator could overflow int32, or an unsupported input.
+    """
+    if not isinstance(conv, QConv):
+        raise ConversionError(f'{name}: {type(conv).__name__} is not a QConv; every conv '
+                              f'must be quantized for integer inference')
+    has_input = in_units is not None
+    if has_input == (conv.input_quantizer is None):
+        raise ConversionError(f'{name}: the conv {"has no" if has_input else "has an"} input '
+                              f'quantizer but its input is '
+                              f'{"not " if has_input else ""}the integer image')
+    _check_quantized(name, conv, has_input)
+    num_levels = len(in_units) if has_input else 1
+    if has_input and conv.num_levels not in (1, num_levels):
+        raise ConversionError(f'{name}: conv has {conv.num_levels} input quantizers for '
+                              f'{num_levels} levels')
+    norms = list(norms) if norms is not None else [None] * num_levels
+    out_scale = list(out_scale) if out_scale is not None else [1.0] * num_levels
+    weight = conv.weight_quantizer.integer_codes(conv.weight.detach()).to(torch.int64)
+    s_w = conv.weight_quantizer.get_scale().double()
+    in_m0, in_shift, biases, signs, units = [], [], [], [], []
+    for level in range(num_levels):
+        if has_input:
+            quantizer = conv.input_quantizers[level if conv.num_levels > 1 else 0]
+            s_x = quantizer.get_scale().double()
+            ratio = in_units[level].double().reshape(-1) / s_x
+            if ratio.numel() == 1:
+                ratio = ratio.expand(conv.in_channels)
+            m0, shift = quantize_multiplier(ratio.contiguous())
+            in_m0.append(m0)
+            in_shift.append(shift)
+            acc_unit = s_x * s_w
+        else:
+            acc_unit = s_w
+        if norms[level] is not None:
+            bias, sign, unit = fold_bn(norms[level], acc_unit, conv.bias)
+        else:
+            bias = None if conv.bias is None else torch.round(
+                conv.bias.detach().double() / acc_unit.expand(conv.out_channels)).to(torch.int64)
+            sign, unit = None, acc_unit.expand(conv.out_channels).clone()
+        biases.append(bias)
+        signs.append(sign)
+        units.append(unit * out_scale[level])
+    in_range = conv.input_quantizer.code_range if has_input else (0, 0)
+    in_bits, in_signed = ((conv.input_quantizer.bits, conv.input_quantizer.signed) if has_input
+                          else (IMAGE_BITS, True))
+    bias_bound = max([int(b.abs().max()) for b in biases if b is not None] + [0])
+    kernel_elems = weight[0].numel()
+    w_bits = conv.weight_quantizer.bits
+    if conv.quantizer == 'Clip':  # odd codes -n..n: one more bit of magnitude
+        w_bits += 1
+    try:
+        check_accumulator_fits(name, in_bits, in_signed, w_bits, kernel_elems, bias_bound,
+                               INT32_MAX)
+    except ValueError as err:
+        raise ConversionError(str(err)) from err
+    if any(s is not None for s in signs) and any(s is None for s in signs):
+        signs = [s if s is not None else torch.ones(conv.out_channels, dtype=torch.int64)
+                 for s in signs]
+    if any(b is not None for b in biases) and any(b is None for b in biases):
+        biases = [b if b is not None else torch.zeros(conv.out_channels, dtype=torch.int64)
+                  for b in biases]
+    return IntConv(name, weight, conv.stride, conv.padding, conv.dilation, conv.groups,
+                   in_m0 if has_input else None, in_shift if has_input else None, in_range,
+                   biases, signs, relu, units)
+
+
+def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.Tensor,
+                relu: bool) -> IntAdd:
+    """Integer form of a QAdd whose operands have the given units.
+
+    The QAdd gets the units too (:meth:`QAdd.set_units`), so that its alignment,
+    and its simulation in the fake-quant model, are the engine's.
+
+    Args:
+        name (str): Module name of the QAdd.
+        qadd (QAdd): The add.
+        unit_x (Tensor): ``(C,)`` unit of the first operand.
+        unit_y (Tensor): ``(C,)`` unit of the second operand.
+        relu (bool): A ReLU follows the add.
+
+    Returns:
+        IntAdd: The integer add.
+    """
+    if not isinstance(qadd, QAdd):
+        raise ConversionError(f'{name}: {type(qadd).__name__} is not a QAdd')
+    channels = max(unit_x.numel(), unit_y.numel())
+    qadd.set_units(unit_x.double().expand(channels).float(),
+                   unit_y.double().expand(channels).float())
+    align = qadd.alignment()
+    return IntAdd(name, align.mantissa_x, align.mantissa_y, align.frac_bits, relu,
+                  align.output_unit.double())
+
+
+def conversion_bound(conv: QConv) -> int:
+    """The worst-case |accumulator| of a quantized conv without bias (for reports)."""
+    in_bits, signed = ((conv.input_quantizer.bits, conv.input_quantizer.signed)
+                       if conv.input_quantizer is not None else (IMAGE_BITS, True))
+    return accumulator_bound(in_bits, signed, conv.weight_quantizer.bits, conv.weight[0].numel())
+
+
+__all__: List[str] = ['ConversionError', 'fold_bn', 'convert_conv', 'convert_add',
+                      'conversion_bound', 'IMAGE_BITS']
