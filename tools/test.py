@@ -31,6 +31,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--metrics-out', help='write the metrics to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
+    parser.add_argument('--integer', nargs='?', const='int', choices=['int', 'float'],
+                        help='evaluate the integer engine of a quantized detector ("float": '
+                        'its float64 deploy-mode simulation)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -54,6 +57,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    if args.integer:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='IntegerInferenceHook', arith=args.integer)]
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):

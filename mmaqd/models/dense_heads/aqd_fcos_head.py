@@ -93,16 +93,54 @@ class AQDFCOSHead(FCOSHead):
         Returns:
             tuple: Classification scores, box distances and centerness of the level.
         """
+        cls_score, bbox_pred, centerness = self.raw_single(x, scale, level)
+        return cls_score, self.finish_bbox_pred(bbox_pred, stride), centerness
+
+    def raw_single(self, x: Tensor, scale: Scale, level: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """The level's conv outputs, box distances times the level's Scale only.
+
+        These are what the integer engine computes (as integers times their units).
+
+        Args:
+            x (Tensor): Features of that level.
+            scale (Scale): The level's learnable box scale.
+            level (int): Index of the level.
+
+        Returns:
+            tuple: Classification logits, scaled box outputs, centerness logits.
+        """
         cls_feat = run_tower(self.cls_convs, x, level)
         reg_feat = run_tower(self.reg_convs, x, level)
         cls_score = conv_at_level(self.conv_cls, cls_feat, level)
         centerness = conv_at_level(self.conv_centerness,
                                    reg_feat if self.centerness_on_reg else cls_feat, level)
         bbox_pred = scale(conv_at_level(self.conv_reg, reg_feat, level)).float()
+        return cls_score, bbox_pred, centerness
+
+    def finish_bbox_pred(self, bbox_pred: Tensor, stride: int) -> Tensor:
+        """FCOS's box transform: ReLU (and stride in eval) with norm_on_bbox, else exp.
+
+        Args:
+            bbox_pred (Tensor): Scaled box outputs of one level.
+            stride (int): The level's stride.
+
+        Returns:
+            Tensor: Box distances as FCOSHead.forward returns them.
+        """
         if self.norm_on_bbox:
             bbox_pred = bbox_pred.clamp(min=0)
             if not self.training:
                 bbox_pred = bbox_pred * stride
-        else:
-            bbox_pred = bbox_pred.exp()
-        return cls_score, bbox_pred, centerness
+            return bbox_pred
+        return bbox_pred.exp()
+
+    def raw_forward(self, x: Tuple[Tensor, ...]) -> Tuple[List[Tensor], ...]:
+        """:meth:`raw_single` on every level (the integer engine's outputs, in real units)."""
+        check_num_levels(x, self.num_levels, type(self).__name__)
+        return multi_apply(self.raw_single, x, self.scales, list(range(len(x))))
+
+    def finish_raw(self, outputs: Tuple[List[Tensor], ...]) -> Tuple[List[Tensor], ...]:
+        """Turn :meth:`raw_forward`'s outputs into :meth:`forward`'s."""
+        cls_scores, bbox_preds, centernesses = outputs
+        return cls_scores, [self.finish_bbox_pred(b, s) for b, s in
+                            zip(bbox_preds, self.strides)], centernesses

@@ -85,3 +85,11 @@ class AQDRetinaHead(RetinaHead):
         reg_feat = run_tower(self.reg_convs, x, level)
         return (conv_at_level(self.retina_cls, cls_feat, level),
                 conv_at_level(self.retina_reg, reg_feat, level))
+
+    def raw_forward(self, x: Tuple[Tensor, ...]) -> Tuple[List[Tensor], List[Tensor]]:
+        """Same as :meth:`forward` (RetinaNet's outputs need no transform)."""
+        return self.forward(x)
+
+    def finish_raw(self, outputs: Tuple[List[Tensor], ...]) -> Tuple[List[Tensor], ...]:
+        """Identity: :meth:`raw_forward` already gives :meth:`forward`'s outputs."""
+        return outputs

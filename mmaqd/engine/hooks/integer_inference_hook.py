@@ -1,0 +1,48 @@
+"""Test (evaluate) a quantized detector's integer engine through mmdet's evaluator."""
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmdet.registry import HOOKS
+
+from mmaqd.integer import convert_detector
+from mmaqd.integer.ops import check_arith
+
+
+@HOOKS.register_module()
+class IntegerInferenceHook(Hook):
+    """Before testing, convert the detector to its integer engine and predict with it.
+
+    The detector's feature extraction and head forward are replaced by the engine
+    (integer image -> integer head outputs, times their units); mmdet's own
+    post-processing (sigmoid, box decoding, NMS) and evaluator are unchanged.
+
+    Args:
+        arith (str): ``'int'`` for the integer engine, ``'float'`` for its float64
+            deploy-mode simulation. Defaults to ``'int'``.
+    """
+
+    priority = 'LOW'  # after QuantCalibrationHook
+
+    def __init__(self, arith: str = 'int') -> None:
+        self.arith = check_arith(arith)
+        self.engine = None
+
+    def before_test(self, runner) -> None:
+        """Convert the (loaded) model and route its predictions through the engine."""
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model.eval()
+        engine = convert_detector(model)
+        head = model.bbox_head
+        arith = self.arith
+
+        def extract_feat(batch_inputs):
+            return (batch_inputs, )
+
+        def head_forward(feats):
+            return head.finish_raw(engine.real_outputs(engine(feats[0], arith)))
+
+        model.extract_feat = extract_feat
+        head.forward = head_forward
+        self.engine = engine
+        layers = sum(1 for _ in engine.modules())
+        runner.logger.info(f'IntegerInferenceHook: testing the integer engine '
+                           f'(arith={arith!r}, {layers} modules)')

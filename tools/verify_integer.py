@@ -1,0 +1,155 @@
+"""Prove that a quantized detector runs in integer arithmetic.
+
+Builds the model (from a checkpoint, or random weights calibrated on a few
+generated images), converts it to the integer engine and runs, on the same images:
+
+- the integer engine (int64 only) and its float64 deploy-mode simulation, which
+  must agree on every output element (``equal_fraction`` 1.0, exit code 0);
+- the training-time fake-quant model, whose head outputs are compared with the
+  engine's in output units (LSB).
+
+The last line printed is one JSON object with the numbers.
+
+Example:
+    python tools/verify_integer.py configs/aqd/retinanet_r18_fpn_aqd-w4a4_synthetic.py \
+        --random-init --bits 2
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner, load_checkpoint
+
+import mmaqd  # noqa: F401  (registers mmaqd's modules)
+from mmaqd.integer import convert_detector
+from mmaqd.integer.compare import code_agreement, exact_agreement
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
+
+_HERE = osp.dirname(osp.abspath(__file__))
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Verify integer-only inference (mmaqd)')
+    parser.add_argument('config', help='config of a quantized detector')
+    parser.add_argument('checkpoint', nargs='?', help='trained checkpoint')
+    parser.add_argument('--random-init', action='store_true',
+                        help='random weights, calibrated on generated images')
+    parser.add_argument('--bits', type=int, help='set w_bits and a_bits of quant_cfg')
+    parser.add_argument('--num-images', type=int, default=4, help='images to run')
+    parser.add_argument('--size', type=int, default=256,
+                        help='side of generated images (random init or no data)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value pairs')
+    args = parser.parse_args(argv)
+    if (args.checkpoint is None) == (not args.random_init):
+        parser.error('give either a CHECKPOINT or --random-init')
+    if args.num_images < 1:
+        parser.error(f'--num-images must be >= 1, got {args.num_images}')
+    return args
+
+
+def generated_images(num: int, size: int, seed: int) -> torch.Tensor:
+    """Images of the generated digits set (uint8 values as float, N x 3 x H x W)."""
+    sys.path.insert(0, osp.join(_HERE, 'dataset_converters'))
+    try:
+        import synthetic
+    finally:
+        sys.path.pop(0)
+    rng = np.random.default_rng(seed)
+    glyphs, labels = synthetic.load_glyphs(seed)['train']
+    photos = synthetic.load_photos()
+    images = [synthetic.make_image(rng, glyphs, labels, size, photos)[0] for _ in range(num)]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+
+
+def dataset_images(cfg: Config, model: torch.nn.Module, num: int) -> Optional[torch.Tensor]:
+    """The first ``num`` preprocessed val images, or None if the data is missing."""
+    loader_cfg = dict(cfg.val_dataloader)
+    ann = osp.join(loader_cfg['dataset'].get('data_root', ''),
+                   loader_cfg['dataset'].get('ann_file', ''))
+    if not osp.isfile(ann):
+        return None
+    loader_cfg.update(batch_size=1, num_workers=0, persistent_workers=False)
+    loader = Runner.build_dataloader(loader_cfg)
+    batches = []
+    for data in loader:
+        batches.append(model.data_preprocessor(data, False)['inputs'])
+        if len(batches) == num:
+            break
+    return torch.cat(batches)
+
+
+def build_model(args: argparse.Namespace) -> tuple:
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if 'quant_cfg' not in cfg.model:
+        raise ValueError(f'{args.config}: model has no quant_cfg (not a quantized detector)')
+    if args.bits is not None:
+        cfg.model.quant_cfg.w_bits = cfg.model.quant_cfg.a_bits = args.bits
+    register_all_modules()
+    torch.manual_seed(args.seed)
+    model = MODELS.build(cfg.model)
+    return cfg, model
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    cfg, model = build_model(args)
+    mean = model.data_preprocessor.mean
+    if args.random_init:
+        model.init_weights()
+        calib = generated_images(4, args.size, args.seed + 1) - mean
+        model.train()
+        with torch.no_grad():  # initialises the LSQ steps and the BN statistics
+            for _ in range(3):
+                model.bbox_head(model.neck(model.backbone(calib)))
+        images, source = generated_images(args.num_images, args.size, args.seed) - mean, \
+            'generated images'
+    else:
+        load_checkpoint(model, args.checkpoint, map_location='cpu')
+        images, source = dataset_images(cfg, model, args.num_images), 'val images'
+        if images is None:
+            images = generated_images(args.num_images, args.size, args.seed) - mean
+            source = 'generated images (the val data is missing)'
+    model.eval()
+    engine = convert_detector(model)
+    with torch.no_grad():
+        int_out = engine(images, 'int')
+        sim_out = engine(images, 'float')
+        fake_quant = model.bbox_head.raw_forward(model.neck(model.backbone(images)))
+    exact = exact_agreement(int_out, sim_out)
+    vs_fq = code_agreement(int_out, fake_quant, engine.head.output_units())
+    dtypes = sorted({str(t.dtype) for kind in int_out for t in kind})
+    result = dict(
+        config=osp.basename(args.config),
+        bits=args.bits,
+        images=int(images.shape[0]),
+        equal_fraction=exact['equal_fraction'],
+        max_abs_diff=exact['max_abs_diff'],
+        num_elements=exact['num_elements'],
+        vs_fakequant_equal_fraction=vs_fq['equal_fraction'],
+        vs_fakequant_max_lsb=vs_fq['max_lsb'],
+        vs_fakequant_mean_lsb=vs_fq['mean_lsb'],
+        vs_fakequant_relative_error=vs_fq['relative_error'],
+        output_dtypes=dtypes)
+    print(f'{result["config"]}: {result["images"]} {source}, '
+          f'{sum(1 for _ in engine.modules())} engine modules, outputs {", ".join(dtypes)}')
+    print(f'integer == simulation: {100 * exact["equal_fraction"]:.2f}% of '
+          f'{exact["num_elements"]} head outputs (max |diff| {exact["max_abs_diff"]:g})')
+    print(f'integer vs fake-quant: {100 * vs_fq["equal_fraction"]:.2f}% equal codes, '
+          f'max {vs_fq["max_lsb"]:.1f} LSB, mean {vs_fq["mean_lsb"]:.2f} LSB, relative error '
+          f'{100 * vs_fq["relative_error"]:.2f}%')
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == '__main__':
+    sys.exit(0 if main()['equal_fraction'] == 1.0 else 1)
