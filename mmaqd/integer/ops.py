@@ -16,6 +16,10 @@ from .requant import multiply_by_quantized_multiplier, rounding_right_shift
 
 ARITHMETICS = ('int', 'float')
 
+#: Largest requantization shift the float64 simulation computes exactly; conversion
+#: caps shifts here (see :func:`~mmaqd.integer.requant.quantize_multiplier`).
+FLOAT_MAX_SHIFT = 52
+
 
 def check_arith(arith: str) -> str:
     """Return ``arith`` if it is ``'int'`` or ``'float'``, else raise naming it."""
@@ -35,15 +39,19 @@ def _channel(t: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 def _float_multiply_shift(v: torch.Tensor, m0: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``floor(v * m0 / 2^shift + 1/2)`` exactly in float64 (``m0 < 2^31``, ``16 <= shift <= 51``).
+    """``floor(v * m0 / 2^shift + 1/2)`` exactly in float64 (``m0 < 2^31``, ``16 <= shift <= 52``).
 
     ``v * m0`` can exceed 2^53, so ``m0`` is split as ``hi * 2^16 + lo``:
     ``v * m0 / 2^s = a / 2^(s-16) + b / 2^s`` with ``a = v * hi`` and ``b = v * lo``
     (exact). The integer part of ``a / 2^(s-16)`` is split off exactly; the rest is
-    small enough for float64.
+    small enough for float64 while ``|v| < 2^31``.
     """
-    if (shift < 16).any() or (shift > 51).any():
-        raise ValueError(f'float simulation supports shifts 16..51, got {shift.unique().tolist()}')
+    if (shift < 16).any() or (shift > FLOAT_MAX_SHIFT).any():
+        raise ValueError(f'float simulation supports shifts 16..{FLOAT_MAX_SHIFT}, got '
+                         f'{shift.unique().tolist()}')
+    if v.numel() and v.abs().max() >= 2**31:
+        raise OverflowError('requantize: |x| reaches 2^31; the float simulation would not '
+                            'be exact')
     m0 = m0.to(torch.float64)
     shift = shift.to(torch.float64)
     hi = torch.floor(m0 / 2**16)

@@ -57,7 +57,8 @@ def _check_int_arg(value: object, what: str, owner: str, low: int, high: int) ->
     return int(value)
 
 
-def quantize_multiplier(m: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def quantize_multiplier(m: torch.Tensor,
+                        max_shift: int = MAX_SHIFT) -> Tuple[torch.Tensor, torch.Tensor]:
     """Split positive real multipliers into int32 mantissas and right shifts.
 
     With ``m = f * 2^e``, ``f`` in ``[0.5, 1)`` (frexp), the shift is
@@ -67,13 +68,20 @@ def quantize_multiplier(m: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     Scaling float64 by powers of two is exact, and so is ``floor(v + 0.5)`` for
     ``v >= 2^30``: the sum is exact below ``2^31`` and floors to ``2^31`` above.
 
+    A multiplier that would need a shift above ``max_shift`` (a small one) gets
+    ``shift = max_shift`` and ``m0 = round_half_up(m * 2^max_shift)`` instead: a
+    mantissa with fewer significant bits (``m0 < 2^30``), still exact to
+    ``2^-(max_shift+1)``.
+
     Args:
         m (Tensor): Real multipliers of any shape, all finite and > 0, in about
             ``[2^-32, 2^31)``. Computed in float64.
+        max_shift (int): Largest shift to use, at most 62. Defaults to 62.
 
     Returns:
         tuple[Tensor, Tensor]: int64 tensors ``(m0, shift)`` with the shape of
-        ``m``: ``m0`` in ``[2^30, 2^31)`` and ``shift`` in ``[0, 62]``.
+        ``m``: ``m0`` in ``[2^30, 2^31)`` (or smaller at ``max_shift``) and
+        ``shift`` in ``[0, max_shift]``.
 
     Raises:
         ValueError: If any multiplier is <= 0, NaN or infinite, or needs a shift
@@ -90,6 +98,16 @@ def quantize_multiplier(m: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     carry = m0 == 2**MANTISSA_BITS
     m0 = torch.where(carry, m0 // 2, m0)
     shift = torch.where(carry, shift - 1, shift)
+    if not 0 <= max_shift <= MAX_SHIFT:
+        raise ValueError(f'quantize_multiplier: max_shift={max_shift} is outside [0, {MAX_SHIFT}]')
+    capped = (shift > max_shift) & (shift <= MAX_SHIFT)
+    if capped.any():
+        small = torch.floor(m * 2.0**max_shift + 0.5).to(torch.int64)
+        if (small[capped] == 0).any():
+            raise ValueError(f'quantize_multiplier: multipliers {_list_values(m[capped & (small == 0)])}'
+                             f' round to 0 at the largest shift {max_shift}')
+        m0 = torch.where(capped, small, m0)
+        shift = torch.where(capped, torch.full_like(shift, max_shift), shift)
     out_of_range = (shift < 0) | (shift > MAX_SHIFT)
     if out_of_range.any():
         raise ValueError(f'quantize_multiplier: multipliers {_list_values(m[out_of_range])} '

@@ -98,6 +98,10 @@ def test_qat_fine_tune_from_fp_checkpoint_and_test(fp_config, q_config, tiny_dat
     metrics = test_tool.main([q_path, osp.join(q_dir, 'iter_2.pth'), '--work-dir', q_dir,
                               '--cfg-options', *opts])
     assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
+    # The integer engine through mmdet's evaluator: same predictions up to rounding.
+    int_metrics = test_tool.main([q_path, osp.join(q_dir, 'iter_2.pth'), '--work-dir', q_dir,
+                                  '--integer', '--cfg-options', *opts])
+    assert 0.0 <= int_metrics['coco/bbox_mAP'] <= 1.0
 
 
 def test_progressive_schedule_and_resume_through_the_tools(tiny_data, tmp_path):
