@@ -1,0 +1,131 @@
+"""Forward time of the integer engine vs the fake-quant model vs the FP model, side by side.
+
+All three run in one process on the same input, interleaved repeat by repeat, so
+the ratios hold even on a busy machine. The engine is a correctness reference
+(int64 tensors on PyTorch's generic integer kernels), not a fast runtime; the
+breakdown shows where its time goes.
+
+Example:
+    python tools/benchmarks/integer_engine.py \
+        configs/aqd/retinanet_r18_fpn_aqd-w4a4_synthetic.py --repeats 5
+"""
+import argparse
+import os.path as osp
+import statistics
+import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Dict, Optional, Sequence
+
+import torch
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from verify_integer import build_model, generated_images  # noqa: E402
+
+from mmaqd.integer import convert_detector, ops  # noqa: E402
+
+_TIMED_OPS = ('requantize', 'conv2d', 'rescale_fixed', 'max_pool2d', 'upsample_nearest', 'relu')
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Integer engine speed (mmaqd)')
+    parser.add_argument('config', help='config of a quantized detector')
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--size', type=int, default=256, help='image side')
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--out', help='also write the report to this file')
+    return parser.parse_args(argv)
+
+
+@contextmanager
+def op_timers(totals: Dict[str, float]):
+    """Accumulate the time spent in each engine operation (nested calls counted once)."""
+    originals = {name: getattr(ops, name) for name in _TIMED_OPS}
+    depth = [0]
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            depth[0] += 1
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    totals[name] += time.perf_counter() - start
+
+        return wrapper
+
+    for name, fn in originals.items():
+        setattr(ops, name, timed(name, fn))
+    try:
+        yield totals
+    finally:
+        for name, fn in originals.items():
+            setattr(ops, name, fn)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    build_args = argparse.Namespace(config=args.config, cfg_options=None, bits=None, seed=0)
+    _, model = build_model(build_args)
+    build_args.bits = 32
+    _, fp_model = build_model(build_args)
+    mean = model.data_preprocessor.mean
+    calib = generated_images(2, args.size, 1) - mean
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model.bbox_head(model.neck(model.backbone(calib)))
+    model.eval()
+    fp_model.load_state_dict(model.state_dict(), strict=False)
+    fp_model.eval()
+    engine = convert_detector(model)
+    x = generated_images(args.batch, args.size, 2) - mean
+
+    runs = {
+        'FP': lambda: fp_model.bbox_head(fp_model.neck(fp_model.backbone(x))),
+        'fake-quant': lambda: model.bbox_head.raw_forward(model.neck(model.backbone(x))),
+        'integer engine (int64)': lambda: engine(x, 'int'),
+        'float64 simulation': lambda: engine(x, 'float'),
+    }
+    times = defaultdict(list)
+    with torch.no_grad():
+        for fn in runs.values():  # warm-up
+            fn()
+        for _ in range(args.repeats):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        breakdown = defaultdict(float)
+        with op_timers(breakdown):
+            start = time.perf_counter()
+            engine(x, 'int')
+            total = time.perf_counter() - start
+    fp_median = statistics.median(times['FP'])
+    lines = [f'config: {osp.basename(args.config)}; input {args.batch}x3x{args.size}x{args.size}; '
+             f'{args.threads} threads; median of {args.repeats} interleaved repeats',
+             f'{"model":<26}{"median ms":>10}{"vs FP":>8}']
+    for name in runs:
+        median = statistics.median(times[name])
+        lines.append(f'{name:<26}{1000 * median:>10.1f}{median / fp_median:>7.2f}x')
+    lines.append('integer engine time by operation (one forward):')
+    for name, seconds in sorted(breakdown.items(), key=lambda kv: -kv[1]):
+        lines.append(f'  {name:<22}{100 * seconds / total:>6.1f}%')
+    lines.append(f'  {"other (python glue)":<22}{100 * (1 - sum(breakdown.values()) / total):>6.1f}%')
+    report = '\n'.join(lines)
+    print(report)
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(f'$ python tools/benchmarks/integer_engine.py {args.config} '
+                    f'--repeats {args.repeats} --size {args.size} --batch {args.batch} '
+                    f'--threads {args.threads}\n{report}\n')
+    return report
+
+
+if __name__ == '__main__':
+    main()
