@@ -8,6 +8,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmaqd.quant import MinMaxQuantizer, QAdd, QConv
 
 from .layers import IntAdd, IntConv
+from .ops import FLOAT_MAX_SHIFT
 from .requant import INT32_MAX, accumulator_bound, check_accumulator_fits, quantize_multiplier
 
 #: Value range of the integer image (``pixel - integer mean``, std 1): 9-bit signed.
@@ -116,7 +117,7 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
             ratio = in_units[level].double().reshape(-1) / s_x
             if ratio.numel() == 1:
                 ratio = ratio.expand(conv.in_channels)
-            m0, shift = quantize_multiplier(ratio.contiguous())
+            m0, shift = quantize_multiplier(ratio.contiguous(), max_shift=FLOAT_MAX_SHIFT)
             in_m0.append(m0)
             in_shift.append(shift)
             acc_unit = s_x * s_w
@@ -152,7 +153,7 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
                   for b in biases]
     return IntConv(name, weight, conv.stride, conv.padding, conv.dilation, conv.groups,
                    in_m0 if has_input else None, in_shift if has_input else None, in_range,
-                   biases, signs, relu, units)
+                   biases, signs, relu, units, w_bits=conv.weight_quantizer.bits)
 
 
 def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.Tensor,

@@ -56,15 +56,19 @@ class IntConv(nn.Module):
         relu (bool): Apply ReLU to the output.
         out_unit (list[Tensor]): Per level, the float64 ``(C_out,)`` real unit of
             the output (metadata for conversion and post-processing).
+        w_bits (int, optional): The weight quantizer's declared bit width (metadata
+            for export: Clip's odd codes need one bit more). Defaults to None
+            (unknown).
     """
 
     def __init__(self, name: str, weight: torch.Tensor, stride, padding, dilation, groups: int,
                  in_m0: Optional[List[torch.Tensor]], in_shift: Optional[List[torch.Tensor]],
                  in_range, bias: List[Optional[torch.Tensor]],
                  sign: List[Optional[torch.Tensor]], relu: bool,
-                 out_unit: List[torch.Tensor]) -> None:
+                 out_unit: List[torch.Tensor], w_bits: Optional[int] = None) -> None:
         super().__init__()
         self.name = name
+        self.w_bits = None if w_bits is None else int(w_bits)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.in_range = tuple(int(v) for v in in_range)
         self.relu = relu

@@ -1,0 +1,55 @@
+"""Calibration under DDP (2 gloo processes): every rank gets the scales of all ranks' data."""
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mmaqd.engine.hooks.quant_calibration_hook import _all_reduce
+from mmaqd.quant import LSQQuantizer
+from mmaqd.quant.calibration import ScaleCalibrator
+
+BATCHES = [torch.tensor([1.0, -2.0, 9.0, 0.5]), torch.tensor([3.0, -7.0])]
+
+
+def calibrate(batches, reduce_fn=None):
+    quantizers = {'mean': LSQQuantizer(4, signed=True), 'max': LSQQuantizer(8, signed=True),
+                  'p': LSQQuantizer(3, signed=True)}
+    cal = ScaleCalibrator({k: q for k, q in quantizers.items() if k != 'p'})
+    pct = ScaleCalibrator({'p': quantizers['p']}, rule='percentile', percentile=50)
+    with cal, pct:
+        for x in batches:
+            for q in quantizers.values():
+                q(x)
+    scales = cal.finish(reduce_fn)
+    scales.update(pct.finish(reduce_fn))
+    return {k: v.tolist() for k, v in scales.items()}
+
+
+def _worker(rank, port, results):
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+                            world_size=2)
+    try:
+        results[rank] = calibrate([BATCHES[rank]], _all_reduce)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_get_identical_scales_from_all_data():
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_worker, args=(_free_port(), results), nprocs=2, join=True)
+        rank0, rank1 = results[0], results[1]
+    assert rank0 == rank1
+    alone = calibrate(BATCHES)
+    # mean and max rules: exactly the single process that saw both batches
+    assert rank0['mean'] == alone['mean'] and rank0['max'] == alone['max']
+    # percentile: the mean of the ranks' batch percentiles (medians 0.75... see below)
+    per_rank = [torch.quantile(b.abs(), 0.5).item() for b in BATCHES]
+    assert abs(rank0['p'][0] - sum(per_rank) / 2 / 3) < 1e-6

@@ -1,0 +1,61 @@
+"""tools/export_integer.py on a tiny checkpoint: the file, its sizes and its outputs."""
+import os.path as osp
+
+import pytest
+import torch
+
+from mmaqd.integer import convert_detector
+from mmaqd.integer.export import load_integer
+from tests.conftest import ROOT, load_tool
+
+from .tiny_detectors import CONFIGS, tiny_detector, tiny_images
+
+export_tool = load_tool('export_integer.py')
+
+TINY_OPTIONS = ['model.backbone.base_channels=8', 'model.neck.in_channels=[8,16,32,64]',
+                'model.neck.out_channels=16', 'model.bbox_head.in_channels=16',
+                'model.bbox_head.feat_channels=16']
+
+
+@pytest.mark.parametrize('detector', ['retinanet', 'fcos'])
+def test_export_tool_on_tiny_checkpoint(detector, tmp_path, capsys):
+    model = tiny_detector(detector, 4)
+    ckpt = str(tmp_path / 'tiny.pth')
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
+    out = str(tmp_path / 'export' / 'tiny.int.pth')
+
+    result = export_tool.main([osp.join(ROOT, CONFIGS[detector]), ckpt, out, '--shape', '64',
+                               '64', '--cfg-options', *TINY_OPTIONS])
+
+    assert osp.isfile(out) and result['file_bytes'] == osp.getsize(out)
+    assert result['checkpoint_bytes'] == osp.getsize(ckpt)
+    assert result['example_shape'] == [1, 3, 64, 64]
+    assert result['num_layers'] == (35 if detector == 'fcos' else 34)
+    assert result['num_adds'] == 10
+    assert result['fp32_weight_bytes'] == 4 * sum(
+        m.weight.numel() for m in model.modules() if type(m).__name__ == 'QConv')
+    # 4-bit layers plus the 8-bit stem and predictors: b/32 lies between 4/32 and 8/32.
+    assert 4 / 32 < result['ideal_ratio'] < 8 / 32
+    ideal_bytes = result['ideal_ratio'] * result['fp32_weight_bytes']
+    assert ideal_bytes <= result['packed_weight_bytes'] < ideal_bytes + result['num_layers']
+    assert result['packed_vs_fp32_weights'] == pytest.approx(result['ideal_ratio'], rel=1e-3)
+    assert result['file_vs_checkpoint'] < 0.5
+    assert result['file_vs_fp32_weights'] < 0.5
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith('{')
+
+    torch.load(out, weights_only=True)
+    engine = convert_detector(model)
+    image = tiny_images(2, seed=11)
+    expected = engine(image, 'int')
+    got = load_integer(out)(image)
+    assert all(torch.equal(u, v) for a, b in zip(got, expected) for u, v in zip(a, b))
+
+
+def test_example_shape_reads_a_fixed_resize():
+    from mmengine.config import Config
+    cfg = Config(dict(test_dataloader=dict(dataset=dict(pipeline=[
+        dict(type='LoadImageFromFile'), dict(type='Resize', scale=(320, 192), keep_ratio=False)
+    ]))))
+    assert export_tool.example_shape(cfg) == (192, 320)
+    assert export_tool.example_shape(Config.fromfile(osp.join(ROOT, CONFIGS['fcos']))) == \
+        (export_tool.DEFAULT_SIZE, export_tool.DEFAULT_SIZE)
