@@ -65,7 +65,8 @@ def generated_images(num: int, size: int, seed: int) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     glyphs, labels = synthetic.load_glyphs(seed)['train']
     photos = synthetic.load_photos()
-    images = [synthetic.make_image(rng, glyphs, labels, size, photos)[0] for _ in range(num)]
+    images = [synthetic.make_image(rng, glyphs, labels, size, photos, min_size=min(24, size // 4),
+                                   max_size=min(96, size // 2))[0] for _ in range(num)]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
 
 

@@ -114,6 +114,10 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
         if has_input:
             quantizer = conv.input_quantizers[level if conv.num_levels > 1 else 0]
             s_x = quantizer.get_scale().double()
+            if in_units[level].numel() not in (1, conv.in_channels):
+                raise ConversionError(f'{name}: input unit of level {level} has '
+                                      f'{in_units[level].numel()} channels, the conv takes '
+                                      f'{conv.in_channels}')
             ratio = in_units[level].double().reshape(-1) / s_x
             if ratio.numel() == 1:
                 ratio = ratio.expand(conv.in_channels)

@@ -102,6 +102,9 @@ def rescale_fixed(x: torch.Tensor, mantissa: torch.Tensor, frac_bits: int,
     """
     mantissa = _channel(mantissa, x.dim())
     if arith == 'int':
+        if x.numel() and int(x.abs().max()) * int(mantissa.abs().max()) >= 2**63:
+            raise OverflowError('rescale_fixed: |x * mantissa| reaches 2^63 and would overflow '
+                                'int64')
         return rounding_right_shift(x * mantissa, torch.tensor(frac_bits))
     product = x * mantissa.to(torch.float64)
     if product.numel() and product.abs().max() >= 2**52:
