@@ -13,5 +13,4 @@ custom_hooks = [
             dict(begin=150, bits=2),
         ],
         exclude=[r'^backbone\.conv1$', r'^bbox_head\.conv_(cls|reg|centerness)$']),
-    dict(type='QuantCalibrationHook', num_batches=4),
 ]

@@ -2,7 +2,9 @@
 # from the FP checkpoint, every conv except the 8-bit stem and predictors goes
 # 8 -> 4 -> 3 -> 2 bits within the same 300 iterations as the direct 2-bit config
 # (retinanet_r18_fpn_aqd-w2a2_synthetic.py), half of them at 2 bits. On each change the
-# LSQ steps keep their clipping range and the steps' momentum is reset.
+# LSQ steps keep their clipping range and the steps' momentum is reset. Quantizers
+# initialise from the first batch as in the direct config, so that the schedule is the
+# only difference (add QuantCalibrationHook to calibrate them from several batches).
 _base_ = './retinanet_r18_fpn_aqd-w2a2_synthetic.py'
 
 custom_hooks = [
@@ -15,5 +17,4 @@ custom_hooks = [
             dict(begin=150, bits=2),
         ],
         exclude=[r'^backbone\.conv1$', r'^bbox_head\.retina_(cls|reg)$']),
-    dict(type='QuantCalibrationHook', num_batches=4),
 ]

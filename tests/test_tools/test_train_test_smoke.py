@@ -114,7 +114,7 @@ def test_progressive_schedule_and_resume_through_the_tools(tiny_data, tmp_path):
         osp.join(ROOT, 'configs/aqd/retinanet_r18_fpn_aqd-progressive-w2a2_synthetic.py'))
     cfg.custom_hooks[0].schedule = [dict(begin=0, bits=8), dict(begin=1, bits=4),
                                     dict(begin=2, bits=2)]
-    cfg.custom_hooks[1].num_batches = 1
+    cfg.custom_hooks.append(dict(type='QuantCalibrationHook', num_batches=1))
     config = str(tmp_path / 'progressive.py')
     cfg.dump(config)
     common = ['--work-dir', q_dir, '--cfg-options', f'load_from={fp_dir}/iter_1.pth', *opts]
