@@ -17,7 +17,7 @@ weight bits; absent if unknown); ``num_levels``; ``in_range`` ``[qmin, qmax]``;
 ``relu`` (0/1); ``stride``, ``padding``, ``dilation``, ``groups``; and, per level
 where the layer has them, ``in_m0`` (int32) and ``in_shift`` (int8) ``(L, C_in)``,
 ``bias`` (int32) and ``sign`` (int8) ``(L, C_out)``. An add record: ``op='add'``,
-``mantissa_x``, ``mantissa_y`` (int32 ``(C,)``), ``frac_bits``, ``relu``.
+``mantissa_x``, ``mantissa_y`` (int64 ``(C,)``: a ratio of two units can exceed 2^16), ``frac_bits``, ``relu``.
 
 :func:`load_integer` turns the file back into an :class:`IntegerProgram` that runs
 on :func:`~mmaqd.integer.program.run_program`: nothing of the training code,
@@ -43,7 +43,7 @@ RETINA_KINDS = ('cls_score', 'bbox_pred')
 FCOS_KINDS = ('cls_score', 'bbox_pred', 'centerness')
 
 _INT_DTYPES = {'in_m0': torch.int32, 'in_shift': torch.int8, 'bias': torch.int32,
-               'sign': torch.int8, 'mantissa_x': torch.int32, 'mantissa_y': torch.int32}
+               'sign': torch.int8, 'mantissa_x': torch.int64, 'mantissa_y': torch.int64}
 _CONV_SCALARS = ('num_levels', 'in_range', 'relu', 'stride', 'padding', 'dilation', 'groups')
 
 

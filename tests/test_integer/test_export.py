@@ -55,7 +55,7 @@ def test_loaded_program_equals_engine(detector, bits, tmp_path):
                            ('bias', torch.int32), ('sign', torch.int8)):
             assert key not in record or record[key].dtype == dtype
     adds = [r for r in raw['layers'].values() if r['op'] == 'add']
-    assert len(adds) == 10 and all(r['mantissa_x'].dtype == torch.int32 for r in adds)
+    assert len(adds) == 10 and all(r['mantissa_x'].dtype == torch.int64 for r in adds)
 
     program = load_integer(path)
     for image in (tiny_images(2, seed=7), tiny_images(1, size=96, seed=8)[..., :80]):
