@@ -71,7 +71,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     verify = verify_integer(spec['q_config'], q_ckpt, timings)
     # The integer engine is a slow reference (int64 kernels): it and, for a like-for-like
     # comparison, the fake-quant model are evaluated on the first val images only.
-    subset = ['--cfg-options', f'test_dataloader.dataset.indices={args.integer_images}']
+    subset_ann = osp.abspath(osp.join(ROOT, q_dir, f'val_first{args.integer_images}.json'))
+    write_subset(osp.join(ROOT, spec['root'], 'annotations', 'val.json'), subset_ann,
+                 args.integer_images)
+    subset = ['--cfg-options', f'test_dataloader.dataset.ann_file={subset_ann}',
+              f'test_evaluator.ann_file={subset_ann}']
     sub_metrics = {}
     for name, extra in (('fake-quant', []), ('integer', ['--integer'])):
         metrics_file = osp.join(q_dir, f'test_metrics_{name}_{args.integer_images}.json')
@@ -97,6 +101,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                   f'AP50 {metrics["coco/bbox_mAP_50"]:.3f}')
         else:
             print(f'{name:38s} no detection above the score threshold')
+
+
+def write_subset(src: str, dst: str, num: int) -> None:
+    """Write a COCO annotation file with the first ``num`` images of ``src`` and their boxes."""
+    with open(src) as f:
+        coco = json.load(f)
+    coco['images'] = coco['images'][:num]
+    kept = {img['id'] for img in coco['images']}
+    coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] in kept]
+    with open(dst, 'w') as f:
+        json.dump(coco, f)
 
 
 def verify_integer(config: str, checkpoint: str, timings: Dict[str, float]) -> dict:

@@ -87,8 +87,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     x = generated_images(args.batch, args.size, 2) - mean
 
     runs = {
-        'FP': lambda: fp_model.bbox_head(fp_model.neck(fp_model.backbone(x))),
         'fake-quant': lambda: model.bbox_head.raw_forward(model.neck(model.backbone(x))),
+        'FP': lambda: fp_model.bbox_head(fp_model.neck(fp_model.backbone(x))),
         'integer engine (int64)': lambda: engine(x, 'int'),
         'float64 simulation': lambda: engine(x, 'float'),
     }
