@@ -17,4 +17,5 @@ custom_hooks = [
             dict(begin=150, bits=2),
         ],
         exclude=[r'^backbone\.conv1$', r'^bbox_head\.retina_(cls|reg)$']),
+    dict(type='QuantNaNGuardHook'),  # from the CPU schedule: lists replace, not merge
 ]

@@ -13,6 +13,7 @@ import builtins
 import os.path as osp
 import pickle
 import re
+import struct
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
@@ -22,6 +23,14 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 _NUMPY_DTYPES = (np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64, np.float16,
                  np.float32, np.float64)
+
+
+# What torch's weights-only unpickler says about content it refuses (as opposed to bytes
+# that are no pickle at all, which make it fail with other messages).
+_DISALLOWED_CONTENT = re.compile(
+    r'(Unsupported global: GLOBAL [\w.]+|unsupported GLOBAL [\w.]+|getattr\(.*\) is not '
+    r'allowed[^\n]*|but got <class [^>]+>|call reduce for unrecognized function [^\n]*)')
+_UNPICKLER_DETAIL = re.compile(r'WeightsUnpickler error:\s*([^\n]+)')
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -72,7 +81,7 @@ def load_from_local_weights_only(filename: str, map_location: Optional[Any] = No
     Raises:
         FileNotFoundError: No such file.
         UnsafeCheckpointError: The checkpoint holds an object outside the allow-list.
-        RuntimeError: The file is truncated or not a torch checkpoint.
+        RuntimeError: The file is truncated, corrupt or not a torch checkpoint.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
@@ -82,16 +91,31 @@ def load_from_local_weights_only(filename: str, map_location: Optional[Any] = No
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        found = re.search(r'(Unsupported global: GLOBAL [\w.]+|getattr\(.*\) is not '
-                          r'allowed[^\n]*|but got <class [^>]+>)', text)
-        detail = found.group(1) if found else text.strip().splitlines()[-1]
+        found = _DISALLOWED_CONTENT.search(text)
+        if found is None:
+            # The unpickler stopped on bytes that are no valid pickle at all.
+            corrupt = _UNPICKLER_DETAIL.search(text)
+            raise _not_a_checkpoint(filename, corrupt.group(1) if corrupt else text) from err
         raise UnsafeCheckpointError(
             f'refusing to load checkpoint {filename!r}: it contains a pickled object '
-            f'outside the allow-list of mmengine/mmdet checkpoint contents ({detail}). '
-            f'Unpickling it could run arbitrary code.') from err
-    except (RuntimeError, EOFError) as err:
-        raise RuntimeError(f'checkpoint {filename!r} is truncated or not a torch '
-                           f'checkpoint: {err}') from err
+            f'outside the allow-list of mmengine/mmdet checkpoint contents '
+            f'({found.group(1)}). Unpickling it could run arbitrary code.') from err
+    except PermissionError:
+        raise
+    except (RuntimeError, EOFError, OSError, LookupError, ValueError, AssertionError,
+            struct.error) as err:
+        # Besides torch's RuntimeErrors ("not a ZIP archive", ...), a cut zip archive can
+        # give ``OSError: Invalid argument`` and the weights-only unpickler lets plain
+        # errors escape on garbage, e.g. ``KeyError: 101`` for a text file.
+        detail = str(err) if isinstance(err, RuntimeError) else type(err).__name__
+        if not isinstance(err, RuntimeError) and str(err):
+            detail += f': {err}'
+        raise _not_a_checkpoint(filename, detail) from err
+
+
+def _not_a_checkpoint(filename: str, detail: str) -> RuntimeError:
+    return RuntimeError(f'checkpoint {filename!r} is truncated or not a torch checkpoint: '
+                        f'{detail}')
 
 
 # '' is mmengine's fallback scheme: every local path (resume, load_from, test) lands here.

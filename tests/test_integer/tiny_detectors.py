@@ -17,15 +17,20 @@ CONFIGS = {
 }
 
 
-def tiny_config(detector: str, bits: int) -> Config:
-    """The CPU config of ``detector`` with narrow layers and ``bits`` everywhere."""
-    cfg = Config.fromfile(osp.join(ROOT, CONFIGS[detector]))
-    cfg.model.quant_cfg.w_bits = cfg.model.quant_cfg.a_bits = bits
+def narrow(cfg: Config) -> Config:
+    """``cfg`` with a ResNet-18 of base width 8 and 16-channel FPN and head (in place)."""
     cfg.model.backbone.base_channels = 8
     cfg.model.neck.in_channels = [8, 16, 32, 64]
     cfg.model.neck.out_channels = 16
     cfg.model.bbox_head.in_channels = 16
     cfg.model.bbox_head.feat_channels = 16
+    return cfg
+
+
+def tiny_config(detector: str, bits: int) -> Config:
+    """The CPU config of ``detector`` with narrow layers and ``bits`` everywhere."""
+    cfg = narrow(Config.fromfile(osp.join(ROOT, CONFIGS[detector])))
+    cfg.model.quant_cfg.w_bits = cfg.model.quant_cfg.a_bits = bits
     return cfg
 
 

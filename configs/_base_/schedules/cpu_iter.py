@@ -16,3 +16,7 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=500, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
+# Stop at the first NaN / Inf that reaches a quantizer, naming the layer (a no-op for
+# FP models). Configs that set their own custom_hooks list must repeat it: mmengine
+# replaces lists when merging configs.
+custom_hooks = [dict(type='QuantNaNGuardHook')]

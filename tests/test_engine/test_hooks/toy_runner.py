@@ -54,8 +54,11 @@ class LossRecorder(Hook):
 
 
 def toy_runner(work_dir: str, max_iters: int, hooks=(), model=None, ckpt_interval=None,
-               resume=False, load_from=None, momentum=0.9) -> Runner:
-    """A Runner that trains :class:`ToyQModel` (same initial weights every time) with SGD."""
+               resume=False, load_from=None, momentum=0.9, optim_wrapper=None) -> Runner:
+    """A Runner that trains :class:`ToyQModel` (same initial weights every time) with SGD.
+
+    ``optim_wrapper``, if given, replaces the default SGD optim wrapper config.
+    """
     if model is None:
         torch.manual_seed(0)
         model = ToyQModel(w_bits=3, a_bits=3)  # the schedule, not the model, sets 8 and 4
@@ -69,7 +72,8 @@ def toy_runner(work_dir: str, max_iters: int, hooks=(), model=None, ckpt_interva
             batch_size=4,
             num_workers=0),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=momentum)),
+        optim_wrapper=optim_wrapper or dict(
+            optimizer=dict(type='SGD', lr=0.05, momentum=momentum)),
         default_hooks=dict(
             checkpoint=dict(type='CheckpointHook', by_epoch=False,
                             interval=ckpt_interval or max_iters),
