@@ -74,6 +74,8 @@ class QConv(nn.Conv2d):
             # Unused, but a wrong value in a config is still a mistake worth reporting.
             check_bits(a_bits, f'{owner} input quantizer')
         self._build_quantizers(quantizer, w_bits, a_bits)
+        #: Bits of the last state loaded into this layer, ``(w_bits, a_bits)``, or None.
+        self.loaded_bits = None
 
     def _build_quantizers(self, quantizer: str, w_bits: int, a_bits: int) -> None:
         owner = type(self).__name__
@@ -158,6 +160,26 @@ class QConv(nn.Conv2d):
         if self.input_quantizer is None:
             return s_w
         return self.input_quantizers[level].get_scale() * s_w
+
+    def get_extra_state(self) -> dict:
+        """The bit widths, saved with the layer so that its scales are read back right.
+
+        Returns:
+            dict: ``w_bits`` and ``a_bits`` (None without an input quantizer).
+        """
+        return dict(w_bits=self.w_bits, a_bits=self.a_bits)
+
+    def set_extra_state(self, state: dict) -> None:
+        """Remember the bit widths a loaded state was saved with.
+
+        They are not applied: the model's configuration (or a bit-width schedule
+        restored first) decides the bits. A detector compares them after loading
+        and refuses steps that belong to other bits; see :attr:`loaded_bits`.
+
+        Args:
+            state (dict): ``w_bits`` and ``a_bits`` from :meth:`get_extra_state`.
+        """
+        self.loaded_bits = (state.get('w_bits'), state.get('a_bits'))
 
     def forward(self, x: torch.Tensor, level: int = 0) -> torch.Tensor:
         """Quantize the input (with the level's quantizer) and the weight, then convolve.

@@ -81,7 +81,9 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         for _ in range(2):
             model.bbox_head(model.neck(model.backbone(calib)))
     model.eval()
-    fp_model.load_state_dict(model.state_dict(), strict=False)
+    # same weights; the quantizers' state (and its bit widths) stays behind
+    fp_model.load_state_dict({k: v for k, v in model.state_dict().items()
+                              if not k.endswith('._extra_state')}, strict=False)
     fp_model.eval()
     engine = convert_detector(model)
     x = generated_images(args.batch, args.size, 2) - mean

@@ -11,6 +11,7 @@ from mmaqd.quant import QConv
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from tests.conftest import ROOT
+from tests.test_integer.tiny_detectors import tiny_config, tiny_detector
 
 register_all_modules()
 PAIRS = [
@@ -80,3 +81,13 @@ def test_checkpoint_of_another_architecture_is_refused_by_name():
     state.pop('backbone.layer1.0.conv1.weight')
     with pytest.raises(KeyError, match=r'backbone\.layer1\.0\.conv1\.weight'):
         load_state_dict(q, state)
+
+
+def test_scales_saved_at_other_bits_are_refused_by_name():
+    state = tiny_detector('retinanet', 4).state_dict()
+    assert state['backbone.layer1.0.conv1._extra_state'] == dict(w_bits=4, a_bits=4)
+    same = MODELS.build(tiny_config('retinanet', 4).model)
+    same.load_state_dict(state)  # same bits: fine
+    other = MODELS.build(tiny_config('retinanet', 2).model)
+    with pytest.raises(ValueError, match=r'backbone\.layer1\.0\.conv1 saved at w4/a4, now w2/a2'):
+        other.load_state_dict(state)
