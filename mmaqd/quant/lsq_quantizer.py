@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .bits import is_full_precision
+from .bits import integer_range, is_full_precision
 from .fake_quantize import fake_quantize
 from .quantizer_base import Quantizer
 
@@ -54,15 +54,18 @@ class LSQQuantizer(Quantizer):
         self.register_buffer('initialized', torch.tensor(False))
 
     def _bits_changed(self, old_bits: int, new_bits: int) -> None:
-        """Keep the clipping range when the bit width changes.
+        """Keep the clipping range ``step * Qp`` when the bit width changes.
 
-        The step is multiplied by ``(2^old - 1) / (2^new - 1)``. Switching to or from
-        32 bits leaves the step as it is.
+        The step is multiplied by ``Qp_old / Qp_new``: ``(2^old - 1) / (2^new - 1)``
+        for unsigned codes, ``(2^(old-1) - 1) / (2^(new-1) - 1)`` for signed ones.
+        Switching to or from 32 bits leaves the step as it is.
         """
         if is_full_precision(old_bits) or is_full_precision(new_bits):
             return
+        qp_old = integer_range(old_bits, self.signed)[1]
+        qp_new = integer_range(new_bits, self.signed)[1]
         with torch.no_grad():
-            self.step.mul_((2**old_bits - 1) / (2**new_bits - 1))
+            self.step.mul_(qp_old / qp_new)
 
     @torch.no_grad()
     def init_step(self, x: torch.Tensor) -> None:

@@ -82,13 +82,18 @@ class MinMaxQuantizer(Quantizer):
         """nn.Module: The torch.ao observer holding the EMA ``min_val`` / ``max_val``."""
         return self.fake_quant.activation_post_process
 
-    def _bits_changed(self, old_bits: int, new_bits: int) -> None:
-        """Switch the code range; the scale is recomputed from the observed range."""
+    def _range_changed(self, new_bits: int) -> None:
+        """Switch the code range of the fake quantizer and its observer."""
         if new_bits == FULL_PRECISION_BITS:
             return
         qn, qp = self.code_range
         for holder in (self.fake_quant, self.observer):
             holder.quant_min, holder.quant_max = qn, qp
+
+    def _bits_changed(self, old_bits: int, new_bits: int) -> None:
+        """Recompute the scale from the observed range for the new code range."""
+        if new_bits == FULL_PRECISION_BITS:
+            return
         if self.observer.min_val.numel() and torch.isfinite(self.observer.min_val).all():
             scale, zero_point = self.fake_quant.calculate_qparams()
             self.fake_quant.scale.resize_(scale.shape).copy_(scale)

@@ -105,8 +105,19 @@ class Quantizer(nn.Module):
         """
         new_bits = check_bits(bits, self.name)
         old_bits, self._bits = self._bits, new_bits
-        if adapt and new_bits != old_bits:
-            self._bits_changed(old_bits, new_bits)
+        if new_bits != old_bits:
+            self._range_changed(new_bits)
+            if adapt:
+                self._bits_changed(old_bits, new_bits)
+
+    def _range_changed(self, new_bits: int) -> None:
+        """Reconfigure anything that depends on the code range; nothing by default.
+
+        Called on every change of the bit width, also when restoring a checkpoint.
+
+        Args:
+            new_bits (int): New bit width (already stored in ``self.bits``).
+        """
 
     def _bits_changed(self, old_bits: int, new_bits: int) -> None:
         """Adapt learned state after :meth:`set_bits`; nothing to adapt by default.

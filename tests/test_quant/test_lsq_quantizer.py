@@ -165,15 +165,24 @@ def test_initialized_survives_state_dict_round_trip():
     assert target.step.item() == pytest.approx(source.step.item())
 
 
-def test_set_bits_rescales_step():
-    quantizer = make(4, True, [0.5])
+def test_set_bits_rescales_step_to_keep_the_clipping_range():
+    quantizer = make(4, True, [0.5])  # signed: Qp = 7, range 0.5 * 7
     quantizer.set_bits(2)
-    assert quantizer.step.item() == pytest.approx(0.5 * 15 / 3)
+    assert quantizer.step.item() == pytest.approx(0.5 * 7 / 1)
     assert quantizer.code_range == (-2, 1)
     quantizer.set_bits(8)
-    assert quantizer.step.item() == pytest.approx(0.5 * 15 / 255)
+    assert quantizer.step.item() == pytest.approx(0.5 * 7 / 127)
     quantizer.set_bits(32)
-    assert quantizer.step.item() == pytest.approx(0.5 * 15 / 255)
+    assert quantizer.step.item() == pytest.approx(0.5 * 7 / 127)
+    unsigned = make(4, False, [0.5])  # Qp = 15
+    unsigned.set_bits(2)
+    assert unsigned.step.item() == pytest.approx(0.5 * 15 / 3)
+
+
+def test_set_bits_without_adapting_keeps_the_step():
+    quantizer = make(4, True, [0.5])
+    quantizer.set_bits(2, adapt=False)
+    assert quantizer.step.item() == 0.5 and quantizer.code_range == (-2, 1)
 
 
 def test_32_bits_is_identity():

@@ -93,3 +93,13 @@ def test_codes_times_scale_equal_forward():
     x = torch.rand(2, 3, 4, 4) * 3
     out = quantizer(x)
     assert torch.allclose(quantizer.integer_codes(x) * quantizer.get_scale(), out)
+
+
+def test_restoring_bits_without_adapting_still_switches_the_code_range():
+    q = MinMaxQuantizer(2, False)
+    q.set_bits(4, adapt=False)
+    assert (q.fake_quant.quant_min, q.fake_quant.quant_max) == (0, 15)
+    assert (q.observer.quant_min, q.observer.quant_max) == (0, 15)
+    q.train()
+    out = q(torch.linspace(0, 1, 101))
+    assert len(out.unique()) == 16

@@ -88,7 +88,7 @@ def test_set_bits():
     set_step(conv.weight_quantizer, 0.3)
     conv.set_bits(w_bits=2)
     assert (conv.w_bits, conv.a_bits) == (2, 4)
-    assert conv.weight_quantizer.step.item() == pytest.approx(0.3 * 5)
+    assert conv.weight_quantizer.step.item() == pytest.approx(0.3 * 7)  # signed Qp 7 -> 1
     conv.set_bits(a_bits=32)
     assert conv.a_bits == 32
     QConv(2, 2, 1, input_quant=None).set_bits(a_bits=4)

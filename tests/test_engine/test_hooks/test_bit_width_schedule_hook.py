@@ -30,6 +30,7 @@ def test_stage_change_sets_bits_rescales_steps_and_resets_momentum():
     model(torch.ones(2, 3, 8, 8), torch.zeros(2, 4), mode='loss')['loss'].backward()
     runner.optim_wrapper.optimizer.step()
     step_before = model.conv.weight_quantizer.step.detach().clone()
+    input_step_before = model.conv.input_quantizer.step.detach().clone()
     state = runner.optim_wrapper.optimizer.state
     assert model.conv.weight_quantizer.step in state and model.stem.weight_quantizer.step in state
 
@@ -40,8 +41,9 @@ def test_stage_change_sets_bits_rescales_steps_and_resets_momentum():
     hook.before_train_iter(runner, 3)
     assert (model.conv.w_bits, model.conv.a_bits, model.stem.w_bits) == (4, 4, 8)
     assert hook.stage == 1
-    # LSQ keeps the clipping range: step * (2^8 - 1) / (2^4 - 1) = step * 17
-    assert torch.allclose(model.conv.weight_quantizer.step, step_before * 17)
+    # LSQ keeps the clipping range step * Qp: signed weights 127 / 7, unsigned inputs 255 / 15
+    assert torch.allclose(model.conv.weight_quantizer.step, step_before * 127 / 7)
+    assert torch.allclose(model.conv.input_quantizer.step, input_step_before * 17)
     assert model.conv.weight_quantizer.step not in state
     assert model.conv.input_quantizer.step not in state
     assert model.stem.weight_quantizer.step in state  # excluded: untouched
