@@ -58,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     if args.integer:
-        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
             dict(type='IntegerInferenceHook', arith=args.integer)]
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None:

@@ -9,7 +9,7 @@ from mmaqd.quant import MinMaxQuantizer, QAdd, QConv
 
 from .layers import IntAdd, IntConv
 from .ops import FLOAT_MAX_SHIFT
-from .requant import INT32_MAX, accumulator_bound, check_accumulator_fits, quantize_multiplier
+from .requant import INT32_MAX, check_accumulator_fits, quantize_multiplier
 
 #: Value range of the integer image (``pixel - integer mean``, std 1): 9-bit signed.
 IMAGE_BITS = 9
@@ -187,12 +187,5 @@ def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.
                   align.output_unit.double())
 
 
-def conversion_bound(conv: QConv) -> int:
-    """The worst-case |accumulator| of a quantized conv without bias (for reports)."""
-    in_bits, signed = ((conv.input_quantizer.bits, conv.input_quantizer.signed)
-                       if conv.input_quantizer is not None else (IMAGE_BITS, True))
-    return accumulator_bound(in_bits, signed, conv.weight_quantizer.bits, conv.weight[0].numel())
-
-
 __all__: List[str] = ['ConversionError', 'fold_bn', 'convert_conv', 'convert_add',
-                      'conversion_bound', 'IMAGE_BITS']
+                      'IMAGE_BITS']

@@ -29,6 +29,11 @@ class IntegerInferenceHook(Hook):
     def before_test(self, runner) -> None:
         """Convert the (loaded) model and route its predictions through the engine."""
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        device = next(model.parameters()).device
+        if device.type != 'cpu':
+            raise RuntimeError(f'IntegerInferenceHook: the integer engine runs on the CPU (int64 '
+                               f'kernels); the model is on {device}. Test it on a CPU machine, '
+                               f'e.g. with CUDA_VISIBLE_DEVICES= .')
         model.eval()
         engine = convert_detector(model)
         head = model.bbox_head

@@ -57,9 +57,9 @@ class QuantCalibrationHook(Hook):
     A resumed run has initialised quantizers and is left alone. Under DDP the
     statistics are reduced across ranks, so every rank starts identical.
 
-    Batches come from the train dataloader; a test run builds it from the
-    config's ``train_dataloader`` (its annotations are not used) and falls back
-    to the test dataloader only if there is none.
+    Batches come from a separate loader built from the config's
+    ``train_dataloader`` (its annotations are not used); a test run without one
+    falls back to the test dataloader.
 
     Args:
         num_batches (int): Batches to run. Defaults to 4.
@@ -98,19 +98,37 @@ class QuantCalibrationHook(Hook):
         self.calibrated = False
 
     def before_train(self, runner) -> None:
-        """Calibrate with batches of the train dataloader."""
-        self.calibrate(runner, runner.train_dataloader, 'train')
+        """Calibrate with batches of a separate loader over the train set.
+
+        The train loop's own loader is not touched: iterating it here would reset its
+        (persistent) iterator and shift the data order of training and of resumes.
+        """
+        if not quantizers_to_calibrate(self._model(runner), self.force):
+            runner.logger.info('QuantCalibrationHook: every quantizer is initialised; '
+                               'nothing to calibrate')
+            return
+        self.calibrate(runner, self._train_loader(runner), 'train')
+
+    @staticmethod
+    def _model(runner):
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+    @staticmethod
+    def _train_loader(runner):
+        loader_cfg = dict(runner.cfg.get('train_dataloader') or {})
+        if not loader_cfg:
+            return runner.train_dataloader
+        loader_cfg['persistent_workers'] = False
+        return runner.build_dataloader(loader_cfg)
 
     def before_test(self, runner) -> None:
         """Calibrate a model whose quantizers were never initialised."""
         if not self.calibrate_before_test:
             return
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        if not quantizers_to_calibrate(model, self.force):
+        if not quantizers_to_calibrate(self._model(runner), self.force):
             return
-        train_cfg = runner.cfg.get('train_dataloader')
-        if train_cfg is not None:
-            self.calibrate(runner, runner.build_dataloader(train_cfg), 'train')
+        if runner.cfg.get('train_dataloader'):
+            self.calibrate(runner, self._train_loader(runner), 'train')
         else:
             self.calibrate(runner, runner.test_dataloader, 'test')
 
@@ -125,7 +143,7 @@ class QuantCalibrationHook(Hook):
         Returns:
             dict[str, Tensor]: The scale set for each calibrated quantizer.
         """
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = self._model(runner)
         targets = quantizers_to_calibrate(model, self.force)
         if not targets:
             runner.logger.info('QuantCalibrationHook: every quantizer is initialised; '

@@ -23,7 +23,9 @@ def _check_loaded_bits(module: nn.Module) -> None:
     wrong = []
     for name, conv in module.named_modules():
         if isinstance(conv, QConv) and conv.loaded_bits is not None:
-            if conv.loaded_bits != (conv.w_bits, conv.a_bits):
+            # A layer saved unquantized has no scales to misread.
+            saved_quantized = any(b not in (None, 32) for b in conv.loaded_bits)
+            if saved_quantized and conv.loaded_bits != (conv.w_bits, conv.a_bits):
                 wrong.append(f'{name} saved at w{conv.loaded_bits[0]}/a{conv.loaded_bits[1]}, '
                              f'now w{conv.w_bits}/a{conv.a_bits}')
             conv.loaded_bits = None

@@ -91,3 +91,12 @@ def test_scales_saved_at_other_bits_are_refused_by_name():
     other = MODELS.build(tiny_config('retinanet', 2).model)
     with pytest.raises(ValueError, match=r'backbone\.layer1\.0\.conv1 saved at w4/a4, now w2/a2'):
         other.load_state_dict(state)
+
+
+def test_layers_saved_unquantized_load_into_quantized_ones():
+    cfg = tiny_config('retinanet', 4)
+    cfg.model.quant_cfg.scope = 'backbone'
+    cfg.model.quant_cfg.overrides = cfg.model.quant_cfg.overrides[:1]
+    state = tiny_detector('retinanet', 4, cfg=cfg).state_dict()
+    assert state['neck.lateral_convs.0.conv._extra_state'] == dict(w_bits=32, a_bits=32)
+    MODELS.build(tiny_config('retinanet', 4).model).load_state_dict(state, strict=False)
