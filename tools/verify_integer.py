@@ -70,8 +70,9 @@ def generated_images(num: int, size: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
 
 
-def dataset_images(cfg: Config, model: torch.nn.Module, num: int) -> Optional[torch.Tensor]:
-    """The first ``num`` preprocessed val images, or None if the data is missing."""
+def dataset_images(cfg: Config, model: torch.nn.Module, num: int) -> Optional[List[torch.Tensor]]:
+    """The first ``num`` preprocessed val images (1 x 3 x H x W each, sizes may differ),
+    or None if the data is missing."""
     loader_cfg = dict(cfg.val_dataloader)
     ann = osp.join(loader_cfg['dataset'].get('data_root', ''),
                    loader_cfg['dataset'].get('ann_file', ''))
@@ -84,7 +85,12 @@ def dataset_images(cfg: Config, model: torch.nn.Module, num: int) -> Optional[to
         batches.append(model.data_preprocessor(data, False)['inputs'])
         if len(batches) == num:
             break
-    return torch.cat(batches)
+    return batches
+
+
+def merge_batches(outputs: List[tuple], kind: int) -> List[torch.Tensor]:
+    """The per-level tensors of output ``kind`` of every batch, in one list."""
+    return [t for per_batch in outputs for t in per_batch[kind]]
 
 
 def build_model(args: argparse.Namespace) -> tuple:
@@ -112,27 +118,36 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         with torch.no_grad():  # initialises the LSQ steps and the BN statistics
             for _ in range(3):
                 model.bbox_head(model.neck(model.backbone(calib)))
-        images, source = generated_images(args.num_images, args.size, args.seed) - mean, \
-            'generated images'
+        images = [generated_images(args.num_images, args.size, args.seed) - mean]
+        source = 'generated images'
     else:
         load_checkpoint(model, args.checkpoint, map_location='cpu')
         images, source = dataset_images(cfg, model, args.num_images), 'val images'
         if images is None:
-            images = generated_images(args.num_images, args.size, args.seed) - mean
+            images = [generated_images(args.num_images, args.size, args.seed) - mean]
             source = 'generated images (the val data is missing)'
     model.eval()
     engine = convert_detector(model)
+    units = engine.head.output_units()
+    # Per batch (val images may differ in size); statistics over all outputs together.
+    runs = dict(int=[], float=[], fake_quant=[])
     with torch.no_grad():
-        int_out = engine(images, 'int')
-        sim_out = engine(images, 'float')
-        fake_quant = model.bbox_head.raw_forward(model.neck(model.backbone(images)))
+        for batch in images:
+            runs['int'].append(engine(batch, 'int'))
+            runs['float'].append(engine(batch, 'float'))
+            runs['fake_quant'].append(
+                model.bbox_head.raw_forward(model.neck(model.backbone(batch))))
+    kinds = range(len(units))
+    int_out, sim_out, fake_quant = ([merge_batches(outs, k) for k in kinds]
+                                    for outs in runs.values())
+    out_units = [list(units[k]) * len(images) for k in kinds]
     exact = exact_agreement(int_out, sim_out)
-    vs_fq = code_agreement(int_out, fake_quant, engine.head.output_units())
+    vs_fq = code_agreement(int_out, fake_quant, out_units)
     dtypes = sorted({str(t.dtype) for kind in int_out for t in kind})
     result = dict(
         config=osp.basename(args.config),
         bits=args.bits,
-        images=int(images.shape[0]),
+        images=sum(int(batch.shape[0]) for batch in images),
         equal_fraction=exact['equal_fraction'],
         max_abs_diff=exact['max_abs_diff'],
         num_elements=exact['num_elements'],
