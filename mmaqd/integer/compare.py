@@ -45,7 +45,9 @@ def code_agreement(outputs: Outputs, real_reference: Outputs,
 
     Returns:
         dict: ``equal_fraction``, ``max_lsb`` (largest ``|reference / unit - integer|``),
-        ``mean_lsb``, ``relative_error`` (``sum |diff| / sum |reference / unit|``) and
+        ``mean_lsb``, ``relative_error`` (``sum |diff|`` over the sum of the
+        reference's absolute deviations from its per-channel mean, so that a constant
+        bias such as a classifier's prior does not hide the differences) and
         ``num_elements``.
     """
     equal = total = 0
@@ -59,7 +61,8 @@ def code_agreement(outputs: Outputs, real_reference: Outputs,
             if values.numel():
                 max_lsb = max(max_lsb, float(diff.max()))
                 sum_lsb += float(diff.sum())
-                sum_ref += float(code.abs().sum())
+                centred = code - code.mean(dim=(0, 2, 3), keepdim=True)
+                sum_ref += float(centred.abs().sum())
     return dict(equal_fraction=equal / max(total, 1), max_lsb=max_lsb,
                 mean_lsb=sum_lsb / max(total, 1), relative_error=sum_lsb / max(sum_ref, 1e-30),
                 num_elements=total)
