@@ -8,7 +8,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmaqd.quant import MinMaxQuantizer, QAdd, QConv
 
 from .layers import IntAdd, IntConv
-from .ops import FLOAT_MAX_SHIFT
+from .ops import FLOAT_MAX_SHIFT, FLOAT_MIN_SHIFT
 from .requant import INT32_MAX, check_accumulator_fits, quantize_multiplier
 
 #: Value range of the integer image (``pixel - integer mean``, std 1): 9-bit signed.
@@ -122,6 +122,10 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
             if ratio.numel() == 1:
                 ratio = ratio.expand(conv.in_channels)
             m0, shift = quantize_multiplier(ratio.contiguous(), max_shift=FLOAT_MAX_SHIFT)
+            if (shift < FLOAT_MIN_SHIFT).any():
+                raise ConversionError(f'{name}: requantization multiplier up to '
+                                      f'{float(ratio.max()):.4g} (input unit / input step) is '
+                                      f'too large for the engine (shift < {FLOAT_MIN_SHIFT})')
             in_m0.append(m0)
             in_shift.append(shift)
             acc_unit = s_x * s_w
@@ -155,13 +159,20 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
     if any(b is not None for b in biases) and any(b is None for b in biases):
         biases = [b if b is not None else torch.zeros(conv.out_channels, dtype=torch.int64)
                   for b in biases]
-    return IntConv(name, weight, conv.stride, conv.padding, conv.dilation, conv.groups,
-                   in_m0 if has_input else None, in_shift if has_input else None, in_range,
-                   biases, signs, relu, units, w_bits=conv.weight_quantizer.bits)
+    layer = IntConv(name, weight, conv.stride, conv.padding, conv.dilation, conv.groups,
+                    in_m0 if has_input else None, in_shift if has_input else None, in_range,
+                    biases, signs, relu, units, w_bits=conv.weight_quantizer.bits)
+    max_in = max(abs(in_range[0]), abs(in_range[1])) if has_input else 2**(IMAGE_BITS - 1)
+    weight_sums = weight.abs().sum(dim=(1, 2, 3))
+    #: Per level, the largest possible |output| of each channel (int64 ``(C_out,)``).
+    layer.out_bound = [max_in * weight_sums + (b.abs() if b is not None else 0)
+                       for b in biases]
+    return layer
 
 
 def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.Tensor,
-                relu: bool) -> IntAdd:
+                relu: bool, bound_x: Optional[torch.Tensor] = None,
+                bound_y: Optional[torch.Tensor] = None) -> IntAdd:
     """Integer form of a QAdd whose operands have the given units.
 
     The QAdd gets the units too (:meth:`QAdd.set_units`), so that its alignment,
@@ -173,9 +184,14 @@ def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.
         unit_x (Tensor): ``(C,)`` unit of the first operand.
         unit_y (Tensor): ``(C,)`` unit of the second operand.
         relu (bool): A ReLU follows the add.
+        bound_x (Tensor, optional): Largest |integer| of the first operand per channel.
+        bound_y (Tensor, optional): The same for the second operand.
 
     Returns:
-        IntAdd: The integer add.
+        IntAdd: The integer add; with both bounds, its ``out_bound``.
+
+    Raises:
+        ConversionError: If the aligned sum could exceed int32.
     """
     if not isinstance(qadd, QAdd):
         raise ConversionError(f'{name}: {type(qadd).__name__} is not a QAdd')
@@ -183,8 +199,19 @@ def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.
     qadd.set_units(unit_x.double().expand(channels).float(),
                    unit_y.double().expand(channels).float())
     align = qadd.alignment()
-    return IntAdd(name, align.mantissa_x, align.mantissa_y, align.frac_bits, relu,
-                  align.output_unit.double())
+    layer = IntAdd(name, align.mantissa_x, align.mantissa_y, align.frac_bits, relu,
+                   align.output_unit.double())
+    if bound_x is not None and bound_y is not None:
+        half = 2**(align.frac_bits - 1)
+        bound = ((bound_x * align.mantissa_x + half) >> align.frac_bits) + \
+            ((bound_y * align.mantissa_y + half) >> align.frac_bits)
+        if int(bound.max()) > INT32_MAX:
+            ratio = float(torch.maximum(align.mantissa_x, align.mantissa_y).max())
+            ratio /= 2**align.frac_bits
+            raise ConversionError(f'{name}: the aligned sum can reach {int(bound.max())} > 2^31-1 '
+                                  f'(operand unit ratio up to {ratio:.4g})')
+        layer.out_bound = bound
+    return layer
 
 
 __all__: List[str] = ['ConversionError', 'fold_bn', 'convert_conv', 'convert_add',

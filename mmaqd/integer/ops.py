@@ -19,6 +19,8 @@ ARITHMETICS = ('int', 'float')
 #: Largest requantization shift the float64 simulation computes exactly; conversion
 #: caps shifts here (see :func:`~mmaqd.integer.requant.quantize_multiplier`).
 FLOAT_MAX_SHIFT = 52
+#: Smallest requantization shift the float64 simulation handles.
+FLOAT_MIN_SHIFT = 16
 
 
 def check_arith(arith: str) -> str:
@@ -46,9 +48,9 @@ def _float_multiply_shift(v: torch.Tensor, m0: torch.Tensor, shift: torch.Tensor
     (exact). The integer part of ``a / 2^(s-16)`` is split off exactly; the rest is
     small enough for float64 while ``|v| < 2^31``.
     """
-    if (shift < 16).any() or (shift > FLOAT_MAX_SHIFT).any():
-        raise ValueError(f'float simulation supports shifts 16..{FLOAT_MAX_SHIFT}, got '
-                         f'{shift.unique().tolist()}')
+    if (shift < FLOAT_MIN_SHIFT).any() or (shift > FLOAT_MAX_SHIFT).any():
+        raise ValueError(f'float simulation supports shifts {FLOAT_MIN_SHIFT}..'
+                         f'{FLOAT_MAX_SHIFT}, got {shift.unique().tolist()}')
     if v.numel() and v.abs().max() >= 2**31:
         raise OverflowError('requantize: |x| reaches 2^31; the float simulation would not '
                             'be exact')
