@@ -52,20 +52,24 @@ class LSQQuantizer(Quantizer):
         self.min_step = min_step
         self.step = nn.Parameter(torch.ones(self.num_scales))
         self.register_buffer('initialized', torch.tensor(False))
+        #: How :meth:`set_bits` rescales the step: ``'range'`` or ``'lsq'``.
+        self.step_rescale = 'range'
 
     def _bits_changed(self, old_bits: int, new_bits: int) -> None:
-        """Keep the clipping range ``step * Qp`` when the bit width changes.
+        """Rescale the step when the bit width changes, by :attr:`step_rescale`.
 
-        The step is multiplied by ``Qp_old / Qp_new``: ``(2^old - 1) / (2^new - 1)``
-        for unsigned codes, ``(2^(old-1) - 1) / (2^(new-1) - 1)`` for signed ones.
-        Switching to or from 32 bits leaves the step as it is.
+        ``'range'`` keeps the clipping range ``step * Qp``: the step is multiplied by
+        ``Qp_old / Qp_new`` (``(2^old - 1) / (2^new - 1)`` for unsigned codes,
+        ``(2^(old-1) - 1) / (2^(new-1) - 1)`` for signed ones; the AQD reference
+        code's rule). ``'lsq'`` multiplies it by ``sqrt(Qp_old / Qp_new)``, the ratio
+        of LSQ's initial steps ``2 * mean|x| / sqrt(Qp)`` for the same data. Switching
+        to or from 32 bits leaves the step as it is.
         """
         if is_full_precision(old_bits) or is_full_precision(new_bits):
             return
-        qp_old = integer_range(old_bits, self.signed)[1]
-        qp_new = integer_range(new_bits, self.signed)[1]
+        ratio = integer_range(old_bits, self.signed)[1] / integer_range(new_bits, self.signed)[1]
         with torch.no_grad():
-            self.step.mul_(qp_old / qp_new)
+            self.step.mul_(ratio if self.step_rescale == 'range' else math.sqrt(ratio))
 
     @torch.no_grad()
     def init_step(self, x: torch.Tensor) -> None:

@@ -218,3 +218,10 @@ def test_gradient_at_range_ends_follows_lsq_paper():
     quantizer(x).sum().backward()
     assert torch.equal(x.grad, torch.tensor([0.0, 0.0, 1.0]))
     assert quantizer.step.grad.item() == pytest.approx(-4 + 3 + (3 - 2.8), rel=1e-5)
+
+
+def test_lsq_rescale_rule_follows_the_initial_step_ratio():
+    quantizer = make(8, False, [0.5])  # Qp 255
+    quantizer.step_rescale = 'lsq'
+    quantizer.set_bits(4)  # Qp 15
+    assert quantizer.step.item() == pytest.approx(0.5 * (255 / 15)**0.5)

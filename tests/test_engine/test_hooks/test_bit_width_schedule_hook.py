@@ -41,13 +41,30 @@ def test_stage_change_sets_bits_rescales_steps_and_resets_momentum():
     hook.before_train_iter(runner, 3)
     assert (model.conv.w_bits, model.conv.a_bits, model.stem.w_bits) == (4, 4, 8)
     assert hook.stage == 1
-    # LSQ keeps the clipping range step * Qp: signed weights 127 / 7, unsigned inputs 255 / 15
-    assert torch.allclose(model.conv.weight_quantizer.step, step_before * 127 / 7)
-    assert torch.allclose(model.conv.input_quantizer.step, input_step_before * 17)
+    # default 'lsq' rescale: sqrt(Qp_old / Qp_new), signed weights 127 / 7, inputs 255 / 15
+    assert torch.allclose(model.conv.weight_quantizer.step, step_before * (127 / 7)**0.5)
+    assert torch.allclose(model.conv.input_quantizer.step, input_step_before * 17**0.5)
     assert model.conv.weight_quantizer.step not in state
     assert model.conv.input_quantizer.step not in state
     assert model.stem.weight_quantizer.step in state  # excluded: untouched
     assert model.conv.weight in state  # weights keep their momentum
+
+
+def test_range_rescale_keeps_the_clipping_range():
+    model = ToyQModel(w_bits=8, a_bits=8)
+    hook = BitWidthScheduleHook([dict(begin=0, bits=8), dict(begin=1, bits=4)],
+                                pattern='^conv$', step_rescale='range')
+    runner = fake_runner(model)
+    hook.before_run(runner)
+    hook.before_train(runner)
+    model(torch.ones(1, 3, 8, 8), mode='tensor')  # LSQ initialises its steps
+    before = (model.conv.weight_quantizer.step.item(), model.conv.input_quantizer.step.item())
+    runner.iter = 1
+    hook.before_train_iter(runner, 1)
+    assert model.conv.weight_quantizer.step.item() == pytest.approx(before[0] * 127 / 7)
+    assert model.conv.input_quantizer.step.item() == pytest.approx(before[1] * 255 / 15)
+    with pytest.raises(ValueError, match="step_rescale='keep' is invalid"):
+        BitWidthScheduleHook(SCHEDULE, step_rescale='keep')
 
 
 def test_weights_and_activations_can_follow_separate_schedules():
