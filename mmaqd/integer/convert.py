@@ -159,20 +159,13 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
     if any(b is not None for b in biases) and any(b is None for b in biases):
         biases = [b if b is not None else torch.zeros(conv.out_channels, dtype=torch.int64)
                   for b in biases]
-    layer = IntConv(name, weight, conv.stride, conv.padding, conv.dilation, conv.groups,
-                    in_m0 if has_input else None, in_shift if has_input else None, in_range,
-                    biases, signs, relu, units, w_bits=conv.weight_quantizer.bits)
-    max_in = max(abs(in_range[0]), abs(in_range[1])) if has_input else 2**(IMAGE_BITS - 1)
-    weight_sums = weight.abs().sum(dim=(1, 2, 3))
-    #: Per level, the largest possible |output| of each channel (int64 ``(C_out,)``).
-    layer.out_bound = [max_in * weight_sums + (b.abs() if b is not None else 0)
-                       for b in biases]
-    return layer
+    return IntConv(name, weight, conv.stride, conv.padding, conv.dilation, conv.groups,
+                   in_m0 if has_input else None, in_shift if has_input else None, in_range,
+                   biases, signs, relu, units, w_bits=conv.weight_quantizer.bits)
 
 
 def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.Tensor,
-                relu: bool, bound_x: Optional[torch.Tensor] = None,
-                bound_y: Optional[torch.Tensor] = None) -> IntAdd:
+                relu: bool) -> IntAdd:
     """Integer form of a QAdd whose operands have the given units.
 
     The QAdd gets the units too (:meth:`QAdd.set_units`), so that its alignment,
@@ -184,14 +177,9 @@ def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.
         unit_x (Tensor): ``(C,)`` unit of the first operand.
         unit_y (Tensor): ``(C,)`` unit of the second operand.
         relu (bool): A ReLU follows the add.
-        bound_x (Tensor, optional): Largest |integer| of the first operand per channel.
-        bound_y (Tensor, optional): The same for the second operand.
 
     Returns:
-        IntAdd: The integer add; with both bounds, its ``out_bound``.
-
-    Raises:
-        ConversionError: If the aligned sum could exceed int32.
+        IntAdd: The integer add.
     """
     if not isinstance(qadd, QAdd):
         raise ConversionError(f'{name}: {type(qadd).__name__} is not a QAdd')
@@ -199,19 +187,8 @@ def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.
     qadd.set_units(unit_x.double().expand(channels).float(),
                    unit_y.double().expand(channels).float())
     align = qadd.alignment()
-    layer = IntAdd(name, align.mantissa_x, align.mantissa_y, align.frac_bits, relu,
-                   align.output_unit.double())
-    if bound_x is not None and bound_y is not None:
-        half = 2**(align.frac_bits - 1)
-        bound = ((bound_x * align.mantissa_x + half) >> align.frac_bits) + \
-            ((bound_y * align.mantissa_y + half) >> align.frac_bits)
-        if int(bound.max()) > INT32_MAX:
-            ratio = float(torch.maximum(align.mantissa_x, align.mantissa_y).max())
-            ratio /= 2**align.frac_bits
-            raise ConversionError(f'{name}: the aligned sum can reach {int(bound.max())} > 2^31-1 '
-                                  f'(operand unit ratio up to {ratio:.4g})')
-        layer.out_bound = bound
-    return layer
+    return IntAdd(name, align.mantissa_x, align.mantissa_y, align.frac_bits, relu,
+                  align.output_unit.double())
 
 
 __all__: List[str] = ['ConversionError', 'fold_bn', 'convert_conv', 'convert_add',

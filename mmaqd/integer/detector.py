@@ -63,8 +63,7 @@ def convert_conv_module(name: str, module: nn.Module, in_units: Optional[Units],
 class IntegerBlock(nn.Module):
     """Integer residual block (BasicBlock or Bottleneck of QResNet)."""
 
-    def __init__(self, name: str, block: nn.Module, in_unit: torch.Tensor,
-                 in_bound: torch.Tensor) -> None:
+    def __init__(self, name: str, block: nn.Module, in_unit: torch.Tensor) -> None:
         super().__init__()
         self.convs = nn.ModuleList()
         unit = [in_unit]
@@ -78,15 +77,12 @@ class IntegerBlock(nn.Module):
         if block.downsample is not None:
             conv, norm = block.downsample[0], block.downsample[1]
             self.downsample = convert_conv(f'{name}.downsample.0', conv, [in_unit], [norm])
-            shortcut_unit, shortcut_bound = self.downsample.out_unit[0], \
-                self.downsample.out_bound[0]
+            shortcut_unit = self.downsample.out_unit[0]
         else:
             self.downsample = None
-            shortcut_unit, shortcut_bound = in_unit, in_bound
-        self.add = convert_add(f'{name}.add', block.add, unit[0], shortcut_unit, relu=True,
-                               bound_x=self.convs[-1].out_bound[0], bound_y=shortcut_bound)
+            shortcut_unit = in_unit
+        self.add = convert_add(f'{name}.add', block.add, unit[0], shortcut_unit, relu=True)
         self.out_unit = self.add.out_unit
-        self.out_bound = self.add.out_bound
 
     def forward(self, x: torch.Tensor, arith: str) -> torch.Tensor:
         out = x
@@ -106,13 +102,13 @@ class IntegerResNet(nn.Module):
                                  relu=True)
         pool = backbone.maxpool
         self.pool_args = (pool.kernel_size, pool.stride, pool.padding)
-        unit, bound = self.stem.out_unit[0], self.stem.out_bound[0]
+        unit = self.stem.out_unit[0]
         self.stages = nn.ModuleList()
         for layer_name in backbone.res_layers:
             blocks = nn.ModuleList()
             for i, block in enumerate(getattr(backbone, layer_name)):
-                blocks.append(IntegerBlock(f'{name}.{layer_name}.{i}', block, unit, bound))
-                unit, bound = blocks[-1].out_unit, blocks[-1].out_bound
+                blocks.append(IntegerBlock(f'{name}.{layer_name}.{i}', block, unit))
+                unit = blocks[-1].out_unit
             self.stages.append(blocks)
         self.out_indices = tuple(backbone.out_indices)
         self.out_units = [self.stages[i][-1].out_unit for i in self.out_indices]
@@ -142,15 +138,12 @@ class IntegerFPN(nn.Module):
             convert_conv_module(f'{name}.lateral_convs.{i}', m, [in_units[i + self.start_level]])
             for i, m in enumerate(neck.lateral_convs))
         lateral_units = [m.out_unit[0] for m in self.laterals]
-        bounds = [m.out_bound[0] for m in self.laterals]
         self.adds = nn.ModuleList([None] * len(neck.top_down_adds))
         for i in range(len(lateral_units) - 1, 0, -1):
             self.adds[i - 1] = convert_add(f'{name}.top_down_adds.{i - 1}',
                                            neck.top_down_adds[i - 1], lateral_units[i - 1],
-                                           lateral_units[i], relu=False,
-                                           bound_x=bounds[i - 1], bound_y=bounds[i])
+                                           lateral_units[i], relu=False)
             lateral_units[i - 1] = self.adds[i - 1].out_unit
-            bounds[i - 1] = self.adds[i - 1].out_bound
         self.outputs = nn.ModuleList()
         units = []
         for i in range(len(lateral_units)):
