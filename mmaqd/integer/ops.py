@@ -46,13 +46,13 @@ def _float_multiply_shift(v: torch.Tensor, m0: torch.Tensor, shift: torch.Tensor
     ``v * m0`` can exceed 2^53, so ``m0`` is split as ``hi * 2^16 + lo``:
     ``v * m0 / 2^s = a / 2^(s-16) + b / 2^s`` with ``a = v * hi`` and ``b = v * lo``
     (exact). The integer part of ``a / 2^(s-16)`` is split off exactly; the rest is
-    small enough for float64 while ``|v| < 2^31``.
+    small enough for float64 while ``|v| < 2^35``.
     """
     if (shift < FLOAT_MIN_SHIFT).any() or (shift > FLOAT_MAX_SHIFT).any():
         raise ValueError(f'float simulation supports shifts {FLOAT_MIN_SHIFT}..'
                          f'{FLOAT_MAX_SHIFT}, got {shift.unique().tolist()}')
-    if v.numel() and v.abs().max() >= 2**31:
-        raise OverflowError('requantize: |x| reaches 2^31; the float simulation would not '
+    if v.numel() and v.abs().max() >= 2**35:
+        raise OverflowError('requantize: |x| reaches 2^35; the float simulation would not '
                             'be exact')
     m0 = m0.to(torch.float64)
     shift = shift.to(torch.float64)
@@ -108,11 +108,16 @@ def rescale_fixed(x: torch.Tensor, mantissa: torch.Tensor, frac_bits: int,
             raise OverflowError('rescale_fixed: |x * mantissa| reaches 2^63 and would overflow '
                                 'int64')
         return rounding_right_shift(x * mantissa, torch.tensor(frac_bits))
-    product = x * mantissa.to(torch.float64)
-    if product.numel() and product.abs().max() >= 2**52:
-        raise OverflowError('rescale_fixed: |x * mantissa| reaches 2^52; the float '
-                            'simulation would not be exact')
-    return torch.floor(product / 2**frac_bits + 0.5)
+    # mantissa = hi * 2^f + lo with 0 <= lo < 2^f, so that
+    # floor(x * M / 2^f + 1/2) = x * hi + floor(x * lo / 2^f + 1/2), each part exact.
+    mantissa = mantissa.to(torch.float64)
+    hi = torch.floor(mantissa / 2**frac_bits)
+    lo = mantissa - hi * 2**frac_bits
+    whole, part = x * hi, x * lo
+    if x.numel() and max(float(whole.abs().max()), float(part.abs().max())) >= 2**52:
+        raise OverflowError('rescale_fixed: |x * mantissa| is too large for the exact float '
+                            'simulation')
+    return whole + torch.floor(part / 2**frac_bits + 0.5)
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],

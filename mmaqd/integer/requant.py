@@ -176,9 +176,32 @@ def multiply_by_quantized_multiplier(x: torch.Tensor, m0: torch.Tensor,
         max_x = max(abs(int(x.min())), abs(int(x.max())))
         max_m0 = max(abs(int(m0.min())), abs(int(m0.max())))
         if max_x * max_m0 >= _INT64_LIMIT:
+            shift_t = _as_int64(shift, 'shift', owner)
+            if (max_x < 2**_SPLIT_X_BITS and int(m0.min()) >= 0 and max_m0 < 2**31
+                    and int(shift_t.min()) >= 16 and int(shift_t.max()) <= 61):
+                return _split_multiply_shift(x, m0, shift_t.to(x.device))
             raise ValueError(f'{owner}: max |x| = {max_x} times max |m0| = {max_m0} is '
                              f'{max_x * max_m0} >= 2^63; the product would overflow int64')
     return rounding_right_shift(x * m0, shift)
+
+
+#: ``|x|`` below ``2^_SPLIT_X_BITS`` can be multiplied by any ``m0 < 2^31`` exactly.
+_SPLIT_X_BITS = 46
+
+
+def _split_multiply_shift(x: torch.Tensor, m0: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``floor((x * m0 + 2^(shift-1)) / 2^shift)`` without forming ``x * m0``.
+
+    With ``m0 = hi * 2^16 + lo`` and ``t = x * hi = q * 2^(shift-16) + r``
+    (``0 <= r < 2^(shift-16)``): ``x * m0 / 2^shift = q + (r * 2^16 + x * lo) / 2^shift``.
+    Every term stays below 2^63 for ``|x| < 2^46``, ``m0 < 2^31``, ``16 <= shift <= 61``.
+    """
+    hi, lo = m0 >> 16, m0 & 0xFFFF
+    t = x * hi
+    k = shift - 16
+    q = torch.bitwise_right_shift(t, k)
+    r = t - torch.bitwise_left_shift(q, k)
+    return q + rounding_right_shift(torch.bitwise_left_shift(r, 16) + x * lo, shift)
 
 
 def requantize(acc: torch.Tensor, m0: torch.Tensor, shift: torch.Tensor, qmin: int,

@@ -139,12 +139,12 @@ def test_requantize_float_rejects_shift_outside_range(shift):
 
 def test_requantize_float_rejects_large_inputs():
     m0, shift = torch.tensor([2**31 - 1]), torch.tensor([FLOAT_MAX_SHIFT])
-    edge = torch.tensor([2**31 - 1, -(2**31 - 1)])
+    edge = torch.tensor([2**35 - 1, -(2**35 - 1), 2**31 + 12345])
     out = both_ariths(ops.requantize, edge, m0, shift, -2**40, 2**40)
     assert out.tolist() == [expected_requant(v, 2**31 - 1, FLOAT_MAX_SHIFT, -2**40, 2**40)
                             for v in edge.tolist()]
-    for bad in (2.0**31, -2.0**31):
-        with pytest.raises(OverflowError, match=r'requantize: \|x\| reaches 2\^31'):
+    for bad in (2.0**35, -2.0**35):
+        with pytest.raises(OverflowError, match=r'requantize: \|x\| reaches 2\^35'):
             ops.requantize(torch.tensor([0.0, bad]), m0, shift, -10, 10, 'float')
 
 
@@ -176,13 +176,14 @@ def test_rescale_fixed_hand_values():
 
 
 def test_rescale_fixed_float_overflow_near_2_pow_52():
-    mantissa = torch.tensor([2**15])
-    below = torch.tensor([2**37 - 1, -(2**37 - 1)])
-    assert both_ariths(ops.rescale_fixed, below, mantissa, 15).tolist() == below.tolist()
-    for x in (2**37, -2**37):
-        with pytest.raises(OverflowError, match=r'rescale_fixed: \|x \* mantissa\| reaches 2\^52'):
+    # a large ratio (2^20 + 1/2) on large operands: exact in both arithmetics
+    mantissa = torch.tensor([2**35 + 2**14])
+    below = torch.tensor([2**26 + 3, -(2**26 + 3)])
+    assert both_ariths(ops.rescale_fixed, below, mantissa, 15).tolist() == [
+        round_half_up(Fraction(v * (2**35 + 2**14), 2**15)) for v in below.tolist()]
+    for x in (2**32, -2**32):
+        with pytest.raises(OverflowError, match=r'rescale_fixed: \|x \* mantissa\| is too large'):
             ops.rescale_fixed(torch.tensor([1.0, float(x)]), mantissa, 15, 'float')
-        assert ops.rescale_fixed(torch.tensor([1, x]), mantissa, 15, 'int').tolist() == [1, x]
 
 
 CONV_CASES = [

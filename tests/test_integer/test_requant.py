@@ -218,12 +218,17 @@ def test_requantize_overflow_boundary():
     out = requantize(acc, m0, torch.tensor(40), INT64_MIN, INT64_MAX)
     assert out.tolist() == [expected_requant(a, 2**31 - 1, 40, INT64_MIN, INT64_MAX)
                             for a in acc.tolist()]
-    acc = torch.tensor([2**32 + 3, 5])
-    with pytest.raises(ValueError, match='overflow int64') as err:
-        requantize(acc, m0, torch.tensor(40), 0, 255)
-    message = str(err.value)
-    assert f'max |x| = {2**32 + 3}' in message
-    assert f'max |m0| = {2**31 - 1}' in message
+    # Beyond 2^63 the product is split (exact for |x| < 2^46 and shifts 16..61) ...
+    acc = torch.tensor([2**32 + 3, -(2**45 + 7), 5])
+    out = requantize(acc, m0, torch.tensor(40), INT64_MIN, INT64_MAX)
+    assert out.tolist() == [expected_requant(a, 2**31 - 1, 40, INT64_MIN, INT64_MAX)
+                            for a in acc.tolist()]
+    # ... and refused beyond that.
+    for bad, shift in ((2**46, 40), (2**32 + 3, 12)):
+        with pytest.raises(ValueError, match='overflow int64') as err:
+            requantize(torch.tensor([bad, 5]), m0, torch.tensor(shift), 0, 255)
+        assert f'max |x| = {bad}' in str(err.value)
+        assert f'max |m0| = {2**31 - 1}' in str(err.value)
 
 
 def test_requantize_overflow_int64_min():
