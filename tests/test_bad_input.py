@@ -137,6 +137,9 @@ def bits_message(owner: str, bits) -> str:
     return re.escape(f'{owner}: bits={bits!r} is invalid; expected an int in 2..8, or 32')
 
 
+FCOS_INTO_RETINA = (r"AQDRetinaNet: the checkpoint does not fit this model .* Missing: "
+                    r"\['bbox_head\.retina_cls\.weight'.* Unexpected: "
+                    r"\['bbox_head\.conv_cls\.weight'")
 BAD_BITS = [0, 1, 9, '4', None, 3.5]
 BITS_ROWS = [
     pytest.param(lambda r, b=b: QConv(3, 4, 3, w_bits=b), ValueError,
@@ -185,12 +188,10 @@ BAD_INPUTS = BITS_ROWS + [
                  id='integer-std-not-1'),
     pytest.param(lambda r: r.retina_copy().load_state_dict(
         torch.load(r.fcos_fp_checkpoint)['state_dict']), KeyError,
-                 r"AQDRetinaNet: the checkpoint does not fit this model .* Missing: "
-                 r"\['bbox_head\.retina_cls\.weight'.* Unexpected: \['bbox_head\.conv_cls\.weight'",
+                 FCOS_INTO_RETINA,
                  id='FCOS-state-dict-into-AQDRetinaNet'),
     pytest.param(lambda r: load_checkpoint(r.retina_copy(), r.fcos_fp_checkpoint), KeyError,
-                 r"AQDRetinaNet: the checkpoint does not fit this model .* Missing: "
-                 r"\['bbox_head\.retina_cls\.weight'.* Unexpected: \['bbox_head\.conv_cls\.weight'",
+                 FCOS_INTO_RETINA,
                  id='FCOS-checkpoint-into-AQDRetinaNet-via-load_checkpoint'),
     pytest.param(lambda r: load_checkpoint(ToyQModel(), r.damaged('truncated')), RuntimeError,
                  r"truncated\.pth' is truncated or not a torch checkpoint",

@@ -280,7 +280,8 @@ class IntegerDetector(nn.Module):
         feats = self.neck(self.backbone(x, arith), arith)
         return self.head(feats, arith)
 
-    def real_outputs(self, outputs: Tuple[List[torch.Tensor], ...]) -> Tuple[List[torch.Tensor], ...]:
+    def real_outputs(self,
+                     outputs: Tuple[List[torch.Tensor], ...]) -> Tuple[List[torch.Tensor], ...]:
         """Multiply integer head outputs by their units (float32, for post-processing)."""
         units = self.head.output_units()
         return tuple([(v.double() * u.view(1, -1, 1, 1)).float() for v, u in zip(vals, us)]

@@ -17,7 +17,8 @@ weight bits; absent if unknown); ``num_levels``; ``in_range`` ``[qmin, qmax]``;
 ``relu`` (0/1); ``stride``, ``padding``, ``dilation``, ``groups``; and, per level
 where the layer has them, ``in_m0`` (int32) and ``in_shift`` (int8) ``(L, C_in)``,
 ``bias`` (int32) and ``sign`` (int8) ``(L, C_out)``. An add record: ``op='add'``,
-``mantissa_x``, ``mantissa_y`` (int64 ``(C,)``: a ratio of two units can exceed 2^16), ``frac_bits``, ``relu``.
+``mantissa_x``, ``mantissa_y`` (int64 ``(C,)``: a ratio of two units can exceed
+2^16), ``frac_bits``, ``relu``.
 
 :func:`load_integer` turns the file back into an :class:`IntegerProgram` that runs
 on :func:`~mmaqd.integer.program.run_program`: nothing of the training code,

@@ -104,7 +104,8 @@ def quantize_multiplier(m: torch.Tensor,
     if capped.any():
         small = torch.floor(m * 2.0**max_shift + 0.5).to(torch.int64)
         if (small[capped] == 0).any():
-            raise ValueError(f'quantize_multiplier: multipliers {_list_values(m[capped & (small == 0)])}'
+            raise ValueError(f'quantize_multiplier: multipliers '
+                             f'{_list_values(m[capped & (small == 0)])}'
                              f' round to 0 at the largest shift {max_shift}')
         m0 = torch.where(capped, small, m0)
         shift = torch.where(capped, torch.full_like(shift, max_shift), shift)

@@ -22,7 +22,7 @@ def check_rule(rule: object, what: str) -> str:
 
 
 class _Statistics:
-    """Running statistics of ``|x|`` for one quantizer (per channel if it has steps per channel)."""
+    """Running statistics of ``|x|`` for one quantizer (per channel for per-channel steps)."""
 
     def __init__(self) -> None:
         self.abs_sum: Optional[torch.Tensor] = None

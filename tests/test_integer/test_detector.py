@@ -1,4 +1,4 @@
-"""Integer engine of whole detectors: integer-only, equal to its simulation, close to fake-quant."""
+"""Integer engine of whole detectors: integer-only, equal to its simulation, true to fake-quant."""
 import pytest
 import torch
 

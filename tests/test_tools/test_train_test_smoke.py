@@ -121,7 +121,8 @@ def test_progressive_schedule_and_resume_through_the_tools(tiny_data, tmp_path):
     train_tool.main([config, *common[:2], '--cfg-options', 'train_cfg.max_iters=2',
                      'default_hooks.checkpoint.interval=2', *common[3:]])
     train_tool.main([config, *common[:2], '--resume', '--cfg-options', 'train_cfg.max_iters=3',
-                     'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=3',
+                     'default_hooks.checkpoint.interval=1',
+                     'default_hooks.checkpoint.max_keep_ckpts=3',
                      *common[3:]])
     states = {}
     for it in (2, 3):

@@ -118,7 +118,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     lines.append('integer engine time by operation (one forward):')
     for name, seconds in sorted(breakdown.items(), key=lambda kv: -kv[1]):
         lines.append(f'  {name:<22}{100 * seconds / total:>6.1f}%')
-    lines.append(f'  {"other (python glue)":<22}{100 * (1 - sum(breakdown.values()) / total):>6.1f}%')
+    glue = 100 * (1 - sum(breakdown.values()) / total)
+    lines.append(f'  {"other (python glue)":<22}{glue:>6.1f}%')
     report = '\n'.join(lines)
     print(report)
     if args.out:
