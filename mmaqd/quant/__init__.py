@@ -12,11 +12,12 @@ from .qbn import QBN, FoldedBN
 from .qconv import QConv
 from .quantizer_base import Quantizer
 from .quantizer_types import QUANTIZER_TYPES, get_quantizer_type
+from .sync_bn import SyncQBN, global_batch_moments
 
 __all__ = [
     'FULL_PRECISION_BITS', 'VALID_BITS', 'check_bits', 'integer_range', 'is_full_precision',
     'Quantizer', 'LSQQuantizer', 'ClipQuantizer', 'MinMaxQuantizer', 'QUANTIZER_TYPES',
     'get_quantizer_type', 'fake_quantize', 'QConv', 'QBN', 'FoldedBN', 'QAdd', 'AddAlignment',
     'fixed_point_multiplier', 'apply_fixed_point', 'LevelNorm', 'MultiLevelBN', 'SharedLevelBN',
-    'SyncMultiLevelBN'
+    'SyncMultiLevelBN', 'SyncQBN', 'global_batch_moments'
 ]

@@ -5,13 +5,16 @@ import torch
 from torch import nn
 
 from .multi_level_bn import LevelNorm, MultiLevelBN
+from .sync_bn import SyncQBN
 
 
 class SyncMultiLevelBN(MultiLevelBN):
-    """:class:`MultiLevelBN` whose per-level BNs are :class:`torch.nn.SyncBatchNorm`.
+    """:class:`MultiLevelBN` whose per-level BNs use the global batch under DDP.
 
-    Statistics are synchronised across DDP processes per level; without an
-    initialised process group it behaves like :class:`MultiLevelBN`.
+    Each level's statistics are all-reduced across processes separately (one
+    :class:`~mmaqd.quant.sync_bn.SyncQBN` per level), on CPU (gloo) as on GPU.
+    Without an initialised process group, and in eval mode, it is exactly
+    :class:`MultiLevelBN`; the state dicts of the two are interchangeable.
 
     Args:
         num_features (int): Number of channels.
@@ -22,9 +25,17 @@ class SyncMultiLevelBN(MultiLevelBN):
         track_running_stats (bool): Keep running statistics. Defaults to True.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.bns = nn.SyncBatchNorm.convert_sync_batchnorm(self.bns)
+    def __init__(self,
+                 num_features: int,
+                 num_levels: int,
+                 eps: float = 1e-5,
+                 momentum: Optional[float] = 0.1,
+                 affine: bool = True,
+                 track_running_stats: bool = True) -> None:
+        super().__init__(num_features, num_levels, eps, momentum, affine, track_running_stats)
+        self.bns = nn.ModuleList(
+            SyncQBN(num_features, eps, momentum, affine, track_running_stats)
+            for _ in range(num_levels))
 
 
 class SharedLevelBN(LevelNorm):

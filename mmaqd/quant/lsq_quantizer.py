@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .bits import integer_range, is_full_precision
+from .distributed import mean_over_processes
 from .fake_quantize import fake_quantize
 from .quantizer_base import Quantizer
 
@@ -75,6 +76,11 @@ class LSQQuantizer(Quantizer):
     def init_step(self, x: torch.Tensor) -> None:
         """Set the step from data: ``2 * mean(|x|) / sqrt(Qp)``.
 
+        Under DDP, ``mean(|x|)`` is averaged over the processes, so that every rank
+        starts from the same step (a learned parameter: DDP synchronises its
+        gradients, not its value). Every rank must reach this call, as it does when
+        the first training forward initialises the quantizers.
+
         Args:
             x (Tensor): A representative input (per-channel: dim 0 is the channel dim).
         """
@@ -83,6 +89,7 @@ class LSQQuantizer(Quantizer):
             mean_abs = x.detach().abs().reshape(x.shape[0], -1).mean(1)
         else:
             mean_abs = x.detach().abs().mean().reshape(1)
+        mean_abs = mean_over_processes(mean_abs)
         self.step.copy_((2 * mean_abs / math.sqrt(qp)).clamp_min(self.min_step))
         self.initialized.fill_(True)
 

@@ -1,5 +1,5 @@
 """BatchNorm2d that knows its integer (folded) form and can simulate its bias rounding."""
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -110,6 +110,22 @@ class QBN(nn.BatchNorm2d):
         folded_bias = beta.detach() / multiplier - self.running_mean
         return FoldedBN(torch.round(folded_bias / unit).to(torch.int64), multiplier, unit)
 
+    def batch_moments(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, int]:
+        """Per-channel mean and biased variance of the batch ``x``.
+
+        Args:
+            x (Tensor): Input of shape (N, C, H, W).
+
+        Returns:
+            tuple[Tensor, Tensor, int]: ``mean`` and ``var`` of shape (C,) and the
+            number of elements per channel.
+        """
+        return x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False), x.numel() // x.size(1)
+
+    def synchronised(self) -> bool:
+        """Whether :meth:`batch_moments` spans more than this process's batch."""
+        return False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x``; with bias-rounding simulation in the folded form.
 
@@ -119,19 +135,23 @@ class QBN(nn.BatchNorm2d):
         Returns:
             Tensor: The normalised input.
         """
-        if not self.simulate_bias_rounding or self.input_unit is None:
+        simulate = self.simulate_bias_rounding and self.input_unit is not None
+        if not simulate and not self.synchronised():
             return super().forward(x)
         self._check_input_dim(x)
         use_batch_stats = self.training or self.running_mean is None
         if use_batch_stats:
-            mean = x.mean((0, 2, 3))
-            var = x.var((0, 2, 3), unbiased=False)
+            mean, var, n = self.batch_moments(x)
             if self.training and self.track_running_stats:
-                self._update_running_stats(mean.detach(), var.detach(), x.numel() // x.size(1))
+                self._update_running_stats(mean.detach(), var.detach(), n)
         else:
             mean, var = self.running_mean, self.running_var
         gamma, beta = self._affine(mean)
-        multiplier = gamma / torch.sqrt(var + self.eps)
+        inv_std = torch.rsqrt(var + self.eps)
+        if not simulate:
+            return ((x - mean.view(1, -1, 1, 1)) * (gamma * inv_std).view(1, -1, 1, 1) +
+                    beta.view(1, -1, 1, 1))
+        multiplier = gamma * inv_std
         unit = self.input_unit.to(x)
         bias = unit * round_ste((beta / multiplier - mean) / unit)
         return multiplier.view(1, -1, 1, 1) * (x + bias.view(1, -1, 1, 1))

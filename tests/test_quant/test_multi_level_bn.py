@@ -1,8 +1,7 @@
 import pytest
 import torch
-from torch import nn
 
-from mmaqd.quant import MultiLevelBN, SharedLevelBN, SyncMultiLevelBN
+from mmaqd.quant import MultiLevelBN, SharedLevelBN, SyncMultiLevelBN, SyncQBN
 
 
 @pytest.mark.parametrize('cls', [MultiLevelBN, SyncMultiLevelBN])
@@ -48,10 +47,12 @@ def test_state_dict_round_trip(cls):
         assert torch.equal(source(x, level), target(x, level))
 
 
-def test_sync_flavour_uses_sync_batchnorm():
+def test_sync_flavour_has_one_sync_bn_per_level():
     bn = SyncMultiLevelBN(4, num_levels=3, eps=1e-3)
-    assert all(type(m) is nn.SyncBatchNorm for m in bn.bns)
+    assert all(type(m) is SyncQBN for m in bn.bns)
     assert bn.bns[2].eps == 1e-3
+    # a MultiLevelBN checkpoint loads into the sync flavour and back
+    bn.load_state_dict(MultiLevelBN(4, num_levels=3).state_dict())
 
 
 def test_shared_bn_is_shared_by_levels():

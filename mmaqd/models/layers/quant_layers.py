@@ -6,7 +6,8 @@ and ``norm_cfg=dict(type='QBN')`` wherever mmcv's ``build_conv_layer`` /
 """
 from mmdet.registry import MODELS
 
-from mmaqd.quant import QBN, MultiLevelBN, QAdd, QConv, SharedLevelBN, SyncMultiLevelBN
+from mmaqd.quant import (QBN, MultiLevelBN, QAdd, QConv, SharedLevelBN, SyncMultiLevelBN,
+                         SyncQBN)
 
-for _module in (QConv, QBN, QAdd, MultiLevelBN, SharedLevelBN, SyncMultiLevelBN):
+for _module in (QConv, QBN, SyncQBN, QAdd, MultiLevelBN, SharedLevelBN, SyncMultiLevelBN):
     MODELS.register_module(_module.__name__, module=_module)

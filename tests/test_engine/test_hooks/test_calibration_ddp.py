@@ -1,13 +1,10 @@
 """Calibration under DDP (2 gloo processes): every rank gets the scales of all ranks' data."""
-import socket
-
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from mmaqd.engine.hooks.quant_calibration_hook import _all_reduce
 from mmaqd.quant import LSQQuantizer
 from mmaqd.quant.calibration import ScaleCalibrator
+from tests.dist_utils import run_distributed
 
 BATCHES = [torch.tensor([1.0, -2.0, 9.0, 0.5]), torch.tensor([3.0, -7.0])]
 
@@ -26,26 +23,12 @@ def calibrate(batches, reduce_fn=None):
     return {k: v.tolist() for k, v in scales.items()}
 
 
-def _worker(rank, port, results):
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
-                            world_size=2)
-    try:
-        results[rank] = calibrate([BATCHES[rank]], _all_reduce)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+def _calibrate_rank(rank):
+    return calibrate([BATCHES[rank]], _all_reduce)
 
 
 def test_two_ranks_get_identical_scales_from_all_data():
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_worker, args=(_free_port(), results), nprocs=2, join=True)
-        rank0, rank1 = results[0], results[1]
+    rank0, rank1 = run_distributed(_calibrate_rank, 2)
     assert rank0 == rank1
     alone = calibrate(BATCHES)
     # mean and max rules: exactly the single process that saw both batches

@@ -1,0 +1,32 @@
+"""LSQ's first-batch initialisation under DDP: every rank starts from the same step."""
+import math
+
+import torch
+
+from mmaqd.quant import LSQQuantizer
+from mmaqd.quant.distributed import mean_over_processes, world_size
+from tests.dist_utils import run_distributed
+
+INPUTS = [torch.tensor([1.0, -3.0, 2.0, 6.0]), torch.tensor([-10.0, 2.0])]
+
+
+def _init_on_rank(rank):
+    q = LSQQuantizer(4, signed=True).train()
+    q(INPUTS[rank])
+    return q.step.detach().clone(), mean_over_processes(torch.tensor([float(rank)]))
+
+
+def test_lsq_first_batch_step_is_averaged_over_ranks():
+    (step0, mean0), (step1, mean1) = run_distributed(_init_on_rank, 2)
+    # mean|x| is 3.0 on rank 0 and 6.0 on rank 1; Qp = 7 for signed 4-bit codes
+    expected = 2 * (3.0 + 6.0) / 2 / math.sqrt(7)
+    assert torch.equal(step0, step1)
+    assert abs(step0.item() - expected) < 1e-6
+    assert mean0.item() == mean1.item() == 0.5
+
+
+def test_without_process_group_nothing_is_reduced():
+    assert world_size() == 1
+    q = LSQQuantizer(4, signed=True).train()
+    q(INPUTS[1])
+    assert abs(q.step.item() - 2 * 6.0 / math.sqrt(7)) < 1e-6
