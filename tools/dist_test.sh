@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Distributed testing with torch's launcher: tools/dist_test.sh CONFIG CKPT GPUS [test.py args]
+# On a CPU machine the processes use the gloo backend. PYTHON picks the interpreter.
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
@@ -9,7 +10,7 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-python -m torch.distributed.run \
+"${PYTHON:-python}" -m torch.distributed.run \
     --nnodes=$NNODES \
     --node_rank=$NODE_RANK \
     --master_addr=$MASTER_ADDR \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Distributed training with torch's launcher: tools/dist_train.sh CONFIG GPUS [train.py args]
-# On a CPU machine the processes use the gloo backend.
+# On a CPU machine the processes use the gloo backend. PYTHON picks the interpreter.
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}
@@ -9,7 +9,7 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-python -m torch.distributed.run \
+"${PYTHON:-python}" -m torch.distributed.run \
     --nnodes=$NNODES \
     --node_rank=$NODE_RANK \
     --master_addr=$MASTER_ADDR \

@@ -19,6 +19,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmaqd  # noqa: F401  (registers mmaqd's modules and its checkpoint loader)
+from mmaqd.engine.cpu_distributed import prepare_cpu_distributed
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 
@@ -57,6 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    prepare_cpu_distributed(cfg)
     if args.integer:
         cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
             dict(type='IntegerInferenceHook', arith=args.integer)]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .bits import integer_range, is_full_precision
-from .distributed import mean_over_processes
+from .distributed import mean_over_processes, world_size
 from .fake_quantize import fake_quantize
 from .quantizer_base import Quantizer
 
@@ -22,6 +22,13 @@ class LSQQuantizer(Quantizer):
     that share one step: ``x.numel()`` for a per-tensor quantizer (the whole batch
     for activations) and ``x.numel() / C`` per channel.
 
+    Activation quantizers (``batch_split=True``, as :meth:`for_activations` builds
+    them) see a batch that DDP splits over processes. For them ``N`` counts the
+    global batch (``x.numel()`` times the number of processes) and the first-batch
+    ``mean(|x|)`` is averaged over the processes, so that ``k`` processes train
+    like one with a ``k`` times larger batch. Weights are the same on every process
+    and need neither.
+
     The step is initialised on the first forward to ``2 * mean(|x|) / sqrt(Qp)``
     (per channel for per-channel steps) unless the ``initialized`` buffer is set,
     e.g. by loading a state dict. The step is used as ``max(step, min_step)`` with a
@@ -35,6 +42,8 @@ class LSQQuantizer(Quantizer):
         num_channels (int): Size of dim 0; used only if ``per_channel``. Defaults to 1.
         grad_scale (bool): Scale the step gradient by ``g``. Defaults to True.
         min_step (float): Smallest step used in the forward pass. Defaults to 1e-8.
+        batch_split (bool): The input is a batch split over DDP processes (see
+            above). Defaults to False.
         name (str, optional): How errors name this quantizer. Defaults to the class name.
     """
 
@@ -46,11 +55,13 @@ class LSQQuantizer(Quantizer):
                  num_channels: int = 1,
                  grad_scale: bool = True,
                  min_step: float = 1e-8,
+                 batch_split: bool = False,
                  name: Optional[str] = None) -> None:
         super().__init__(bits, signed, per_channel=per_channel, num_channels=num_channels,
                          name=name)
         self.grad_scale = grad_scale
         self.min_step = min_step
+        self.batch_split = batch_split
         self.step = nn.Parameter(torch.ones(self.num_scales))
         self.register_buffer('initialized', torch.tensor(False))
         #: How :meth:`set_bits` rescales the step: ``'range'`` or ``'lsq'``.
@@ -72,14 +83,29 @@ class LSQQuantizer(Quantizer):
         with torch.no_grad():
             self.step.mul_(ratio if self.step_rescale == 'range' else math.sqrt(ratio))
 
+    @classmethod
+    def for_activations(cls, bits: int, signed: bool, name: str) -> 'LSQQuantizer':
+        """Build a per-tensor activation quantizer (``batch_split=True``).
+
+        Args:
+            bits (int): Bit width.
+            signed (bool): Signed codes.
+            name (str): Name used in errors.
+
+        Returns:
+            LSQQuantizer: The activation quantizer.
+        """
+        return cls(bits, signed, batch_split=True, name=name)
+
     @torch.no_grad()
     def init_step(self, x: torch.Tensor) -> None:
         """Set the step from data: ``2 * mean(|x|) / sqrt(Qp)``.
 
-        Under DDP, ``mean(|x|)`` is averaged over the processes, so that every rank
-        starts from the same step (a learned parameter: DDP synchronises its
-        gradients, not its value). Every rank must reach this call, as it does when
-        the first training forward initialises the quantizers.
+        For ``batch_split`` quantizers under DDP, ``mean(|x|)`` is averaged over the
+        processes, so that every rank starts from the same step (a learned
+        parameter: DDP synchronises its gradients, not its value). Every rank must
+        reach this call, as it does when the first training forward initialises the
+        quantizers.
 
         Args:
             x (Tensor): A representative input (per-channel: dim 0 is the channel dim).
@@ -89,7 +115,8 @@ class LSQQuantizer(Quantizer):
             mean_abs = x.detach().abs().reshape(x.shape[0], -1).mean(1)
         else:
             mean_abs = x.detach().abs().mean().reshape(1)
-        mean_abs = mean_over_processes(mean_abs)
+        if self.batch_split:
+            mean_abs = mean_over_processes(mean_abs)
         self.step.copy_((2 * mean_abs / math.sqrt(qp)).clamp_min(self.min_step))
         self.initialized.fill_(True)
 
@@ -97,7 +124,8 @@ class LSQQuantizer(Quantizer):
         if not self.grad_scale:
             return 1.0
         _, qp = self.code_range
-        return 1.0 / math.sqrt(x.numel() / self.num_scales * qp)
+        processes = world_size() if self.batch_split else 1
+        return 1.0 / math.sqrt(x.numel() * processes / self.num_scales * qp)
 
     def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
         if not self.initialized:
@@ -141,4 +169,5 @@ class LSQQuantizer(Quantizer):
         return (x.detach() / scale).clamp(qn, qp).round().to(torch.int32)
 
     def extra_repr(self) -> str:
-        return f'{super().extra_repr()}, grad_scale={self.grad_scale}'
+        return (f'{super().extra_repr()}, grad_scale={self.grad_scale}, '
+                f'batch_split={self.batch_split}')

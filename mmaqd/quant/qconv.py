@@ -161,15 +161,17 @@ class QConv(nn.Conv2d):
             return s_w
         return self.input_quantizers[level].get_scale() * s_w
 
-    def get_extra_state(self) -> dict:
+    def get_extra_state(self) -> torch.Tensor:
         """The bit widths, saved with the layer so that its scales are read back right.
 
-        Returns:
-            dict: ``w_bits`` and ``a_bits`` (None without an input quantizer).
-        """
-        return dict(w_bits=self.w_bits, a_bits=self.a_bits)
+        A tensor, not a dict: mmengine broadcasts every state-dict entry under DDP.
 
-    def set_extra_state(self, state: dict) -> None:
+        Returns:
+            Tensor: int64 ``[w_bits, a_bits]``, ``a_bits`` 0 without an input quantizer.
+        """
+        return torch.tensor([self.w_bits, self.a_bits or 0], dtype=torch.int64)
+
+    def set_extra_state(self, state: Union[torch.Tensor, dict]) -> None:
         """Remember the bit widths a loaded state was saved with.
 
         They are not applied: the model's configuration (or a bit-width schedule
@@ -177,9 +179,14 @@ class QConv(nn.Conv2d):
         and refuses steps that belong to other bits; see :attr:`loaded_bits`.
 
         Args:
-            state (dict): ``w_bits`` and ``a_bits`` from :meth:`get_extra_state`.
+            state (Tensor | dict): ``[w_bits, a_bits]`` from :meth:`get_extra_state`,
+                or the ``dict(w_bits=..., a_bits=...)`` of checkpoints saved before.
         """
-        self.loaded_bits = (state.get('w_bits'), state.get('a_bits'))
+        if isinstance(state, dict):
+            self.loaded_bits = (state.get('w_bits'), state.get('a_bits'))
+            return
+        w_bits, a_bits = (int(b) for b in state.tolist())
+        self.loaded_bits = (w_bits, a_bits or None)
 
     def forward(self, x: torch.Tensor, level: int = 0) -> torch.Tensor:
         """Quantize the input (with the level's quantizer) and the weight, then convolve.

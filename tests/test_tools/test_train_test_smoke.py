@@ -11,35 +11,15 @@ import torch
 from mmengine.config import Config
 
 from tests.conftest import ROOT, load_tool
+from tests.test_tools.tiny_data import data_options, make_tiny_data
 
-synthetic = load_tool('dataset_converters/synthetic.py')
 train_tool = load_tool('train.py')
 test_tool = load_tool('test.py')
 
 
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp('tiny_synthetic'))
-    synthetic.generate(out, num_train=4, num_val=2, size=128, seed=0, min_size=24,
-                       max_size=48)
-    return out
-
-
-def data_options(root: str) -> list:
-    root = root + '/'
-    opts = [
-        f'train_dataloader.dataset.data_root={root}', 'train_dataloader.batch_size=2',
-        'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-        f'val_evaluator.ann_file={root}annotations/val.json',
-        f'test_evaluator.ann_file={root}annotations/val.json',
-        'default_hooks.logger.interval=1', 'randomness.seed=0',
-        # after 2 iterations no score passes the usual 0.05; keep every box
-        'model.test_cfg.score_thr=0.0',
-    ]
-    for loader in ('val_dataloader', 'test_dataloader'):
-        opts += [f'{loader}.dataset.data_root={root}', f'{loader}.batch_size=2',
-                 f'{loader}.num_workers=0', f'{loader}.persistent_workers=False']
-    return opts
+    return make_tiny_data(str(tmp_path_factory.mktemp('tiny_synthetic')))
 
 
 @pytest.mark.parametrize('config', [

@@ -1,10 +1,12 @@
 """RetinaNet head in AQD form: shared tower convs, per-level BN."""
 from typing import List, Optional, Tuple
 
+import torch
 from mmcv.cnn import build_conv_layer
 from mmdet.models.dense_heads import RetinaHead
 from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
+from mmdet.utils import reduce_mean
 from torch import Tensor
 
 from mmaqd.models.layers.level_conv_module import conv_at_level
@@ -23,11 +25,19 @@ class AQDRetinaHead(RetinaHead):
     are built from ``conv_cfg`` (``QConv`` in quantized models). All losses,
     anchors, assigners and decoding are mmdet's RetinaHead's.
 
+    One difference under DDP: RetinaHead divides each process's losses by that
+    process's number of positive anchors; with ``global_avg_factor`` the divisor is
+    the mean over the processes (as mmdet's FCOS and ATSS heads do), so ``k``
+    processes with batch ``b`` train like one process with batch ``k*b``. Without a
+    process group this changes nothing.
+
     Args:
         num_classes (int): Number of classes.
         in_channels (int): Channels of the input features.
         num_levels (int, optional): Number of pyramid levels. Defaults to the number
             of anchor-generator strides.
+        global_avg_factor (bool): Average the loss normaliser over DDP processes.
+            Defaults to True.
         **kwargs: Everything else RetinaHead takes (``stacked_convs``,
             ``feat_channels``, ``conv_cfg``, ``norm_cfg``, losses, ...).
     """
@@ -36,7 +46,9 @@ class AQDRetinaHead(RetinaHead):
                  num_classes: int,
                  in_channels: int,
                  num_levels: Optional[int] = None,
+                 global_avg_factor: bool = True,
                  **kwargs) -> None:
+        self.global_avg_factor = global_avg_factor
         strides = kwargs.get('anchor_generator', {}).get('strides', [8, 16, 32, 64, 128])
         self.num_levels = resolve_num_levels(num_levels, strides, type(self).__name__)
         kwargs['norm_cfg'] = level_norm_cfg(
@@ -93,3 +105,20 @@ class AQDRetinaHead(RetinaHead):
     def finish_raw(self, outputs: Tuple[List[Tensor], ...]) -> Tuple[List[Tensor], ...]:
         """Identity: :meth:`raw_forward` already gives :meth:`forward`'s outputs."""
         return outputs
+
+    def get_targets(self, *args, **kwargs) -> tuple:
+        """mmdet's targets; the ``avg_factor`` (5th item) is averaged over processes.
+
+        Args:
+            *args, **kwargs: As for :meth:`AnchorHead.get_targets`.
+
+        Returns:
+            tuple: As :meth:`AnchorHead.get_targets`, with ``avg_factor`` the mean
+            over DDP processes if ``global_avg_factor`` (a float then).
+        """
+        targets = super().get_targets(*args, **kwargs)
+        if not self.global_avg_factor:
+            return targets
+        device = targets[0][0].device
+        avg_factor = reduce_mean(torch.tensor(float(targets[4]), device=device)).item()
+        return targets[:4] + (avg_factor, ) + targets[5:]
