@@ -34,7 +34,7 @@ def test_config_builds_with_aqd_fp_architecture(path):
     assert cfg.custom_imports.imports == ['mmaqd']
     pre = cfg.model.data_preprocessor
     assert all(float(m).is_integer() for m in pre.mean) and list(pre.std) == [1, 1, 1]
-    assert cfg.model.neck.norm_cfg.type in ('BN', 'QBN')
+    assert cfg.model.neck.norm_cfg.type in ('BN', 'QBN', 'SyncQBN')
     assert cfg.model.neck.act_cfg.type == 'ReLU'
     # Built on the meta device: structure and settings only, no weight allocation.
     with torch.device('meta'):

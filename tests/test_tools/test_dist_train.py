@@ -14,6 +14,7 @@ gradient; plain per-rank BNs cannot run this setting at all (1 value per channel
 """
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 
@@ -27,10 +28,10 @@ from tests.test_tools.tiny_data import data_options, make_tiny_data
 train_tool = load_tool('train.py')
 test_tool = load_tool('test.py')
 
+# the sync-norm flavour of QUANT_CONFIG, with interchangeable checkpoints
+SYNC_CONFIG = osp.join(ROOT, 'configs/aqd/retinanet_r18_fpn_aqd-w4a4-sync-bn_synthetic.py')
 QUANT_CONFIG = osp.join(ROOT, 'configs/aqd/retinanet_r18_fpn_aqd-w4a4_synthetic.py')
 FP_CONFIG = osp.join(ROOT, 'configs/aqd/retinanet_r18_fpn_aqd-fp32_synthetic.py')
-SYNC_NORMS = ['model.backbone.norm_cfg.type=SyncQBN', 'model.neck.norm_cfg.type=SyncQBN',
-              'model.bbox_head.norm_cfg.type=SyncMultiLevelBN']
 # The recipe's lr: larger ones flip many 4-bit codes per step and the runs diverge
 # chaotically from float-level differences (0.4 after 3 iterations at lr 0.001).
 TRAIN = ['train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=3']
@@ -38,29 +39,31 @@ UPDATE_RTOL = 1e-2
 
 
 @pytest.fixture(scope='module')
-def fp_checkpoint(tmp_path_factory):
+def ddp_run(tmp_path_factory):
+    """An FP checkpoint, then 3 QAT iterations by tools/dist_train.sh in 2 processes."""
     data = make_tiny_data(str(tmp_path_factory.mktemp('tiny_synthetic')))
-    work_dir = str(tmp_path_factory.mktemp('fp'))
-    train_tool.main([FP_CONFIG, '--work-dir', work_dir, '--cfg-options',
+    fp_dir = str(tmp_path_factory.mktemp('fp'))
+    train_tool.main([FP_CONFIG, '--work-dir', fp_dir, '--cfg-options',
                      'train_cfg.max_iters=1', *data_options(data)])
-    return data, osp.join(work_dir, 'iter_1.pth')
+    fp_ckpt = osp.join(fp_dir, 'iter_1.pth')
+    work_dir = str(tmp_path_factory.mktemp('two'))
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
+    subprocess.run(['bash', osp.join(ROOT, 'tools/dist_train.sh'), SYNC_CONFIG, '2',
+                    '--work-dir', work_dir, '--cfg-options', f'load_from={fp_ckpt}', *TRAIN,
+                    *data_options(data, batch_size=1)],
+                   env=env, cwd=ROOT, check=True, timeout=900)
+    return data, fp_ckpt, work_dir
 
 
 def _state(path):
     return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
 
 
-def test_two_processes_train_like_one(fp_checkpoint, tmp_path):
-    data, fp_ckpt = fp_checkpoint
-    common = [f'load_from={fp_ckpt}', *TRAIN, *SYNC_NORMS]
-    two, one = str(tmp_path / 'two'), str(tmp_path / 'one')
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
-    subprocess.run(['bash', osp.join(ROOT, 'tools/dist_train.sh'), QUANT_CONFIG, '2',
-                    '--work-dir', two, '--cfg-options', *common,
-                    *data_options(data, batch_size=1)],
-                   env=env, cwd=ROOT, check=True, timeout=900)
-    train_tool.main([QUANT_CONFIG, '--work-dir', one, '--cfg-options', *common,
-                     *data_options(data, batch_size=2)])
+def test_two_processes_train_like_one(ddp_run, tmp_path):
+    data, fp_ckpt, two = ddp_run
+    one = str(tmp_path / 'one')
+    train_tool.main([SYNC_CONFIG, '--work-dir', one, '--cfg-options', f'load_from={fp_ckpt}',
+                     *TRAIN, *data_options(data, batch_size=2)])
 
     start = _state(fp_ckpt)
     ddp, single = _state(osp.join(two, 'iter_3.pth')), _state(osp.join(one, 'iter_3.pth'))
@@ -76,26 +79,20 @@ def test_two_processes_train_like_one(fp_checkpoint, tmp_path):
     for key in single:
         if single[key].is_floating_point() and key not in keys:
             assert torch.allclose(ddp[key], single[key], rtol=1e-2, atol=1e-4), key
-    print(f'relative update difference of 2 processes vs 1: {rel:.2e}')
 
 
-def test_rank0_checkpoint_resumes_and_tests_in_one_process(fp_checkpoint, tmp_path):
-    """A DDP checkpoint resumes without a launcher, and loads into the non-sync config."""
-    data, fp_ckpt = fp_checkpoint
-    work_dir = str(tmp_path / 'two')
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
-    subprocess.run(['bash', osp.join(ROOT, 'tools/dist_train.sh'), QUANT_CONFIG, '2',
-                    '--work-dir', work_dir, '--cfg-options', f'load_from={fp_ckpt}',
-                    'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
-                    *SYNC_NORMS, *data_options(data, batch_size=1)],
-                   env=env, cwd=ROOT, check=True, timeout=900)
+def test_rank0_checkpoint_resumes_and_tests_in_one_process(ddp_run, tmp_path):
+    """A DDP checkpoint resumes without a launcher and tests with the plain-BN config."""
+    data, _, two = ddp_run
+    work_dir = str(tmp_path / 'resumed')
+    shutil.copytree(two, work_dir)
     # the same global batch in one process (the sync norms then act as plain ones)
-    train_tool.main([QUANT_CONFIG, '--work-dir', work_dir, '--resume', '--cfg-options',
-                     'train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=1',
-                     *SYNC_NORMS, *data_options(data, batch_size=2)])
-    resumed = torch.load(osp.join(work_dir, 'iter_3.pth'), map_location='cpu',
+    train_tool.main([SYNC_CONFIG, '--work-dir', work_dir, '--resume', '--cfg-options',
+                     'train_cfg.max_iters=4', 'default_hooks.checkpoint.interval=1',
+                     *data_options(data, batch_size=2)])
+    resumed = torch.load(osp.join(work_dir, 'iter_4.pth'), map_location='cpu',
                          weights_only=False)
-    assert resumed['meta']['iter'] == 3
-    metrics = test_tool.main([QUANT_CONFIG, osp.join(work_dir, 'iter_3.pth'), '--work-dir',
+    assert resumed['meta']['iter'] == 4
+    metrics = test_tool.main([QUANT_CONFIG, osp.join(work_dir, 'iter_4.pth'), '--work-dir',
                               work_dir, '--cfg-options', *data_options(data)])
     assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
