@@ -8,7 +8,7 @@ STAMP := .venv/.mmaqd-installed
 install: $(STAMP)
 
 # Re-runs only when the pins or the installer change; tools/install.sh is idempotent.
-$(STAMP): tools/install.sh requirements/build.txt requirements/runtime.txt \
+$(STAMP): tools/install.sh requirements/build.txt requirements/runtime.txt requirements/deploy.txt \
           requirements/tests.txt setup.cfg setup.py
 	bash tools/install.sh
 	touch $@

@@ -43,8 +43,9 @@ else
 fi
 "${PIP[@]}" install "$wheel"
 
-log "runtime and test requirements"
+log "runtime, test and deploy (ONNX) requirements"
 "${PIP[@]}" install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt" \
+    -r "$ROOT/requirements/deploy.txt" \
     -c "$ROOT/requirements/build.txt" -c "$ROOT/requirements/lock.txt"
 "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"
 

@@ -32,9 +32,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--metrics-out', help='write the metrics to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
-    parser.add_argument('--integer', nargs='?', const='int', choices=['int', 'float'],
+    parser.add_argument('--integer', nargs='?', const='int', choices=['int', 'float', 'onnx'],
                         help='evaluate the integer engine of a quantized detector ("float": '
-                        'its float64 deploy-mode simulation)')
+                        'its float64 deploy-mode simulation; "onnx": its QDQ ONNX export in '
+                        'onnxruntime)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)

@@ -60,10 +60,12 @@ def layer_constants(layer: nn.Module) -> Dict[str, Any]:
     Returns:
         dict: For a conv: ``op='conv'``, ``weight`` (int64 codes), ``num_levels``,
         ``in_range``, ``relu`` (0/1), ``stride``, ``padding``, ``dilation``,
-        ``groups`` and, where the layer has them, int64 ``(levels, C)`` tensors
-        ``in_m0``, ``in_shift``, ``bias`` and ``sign`` and the declared weight
-        bits ``w_bits``. For an add: ``op='add'``,
-        int64 ``mantissa_x``, ``mantissa_y``, ``frac_bits`` and ``relu``.
+        ``groups``, float64 ``(levels, C)`` ``out_unit`` (metadata, e.g. for ONNX
+        export: the engine never reads it) and, where the layer has them, int64
+        ``(levels, C)`` tensors ``in_m0``, ``in_shift``, ``bias`` and ``sign`` and
+        the declared weight bits ``w_bits``. For an add: ``op='add'``, int64
+        ``mantissa_x``, ``mantissa_y``, ``frac_bits``, ``relu`` and float64 ``(C,)``
+        ``out_unit``.
 
     Raises:
         ProgramError: For any other module.
@@ -73,7 +75,8 @@ def layer_constants(layer: nn.Module) -> Dict[str, Any]:
                   'in_range': list(layer.in_range), 'relu': int(layer.relu),
                   'stride': _plain_geometry(layer.stride),
                   'padding': _plain_geometry(layer.padding),
-                  'dilation': _plain_geometry(layer.dilation), 'groups': int(layer.groups)}
+                  'dilation': _plain_geometry(layer.dilation), 'groups': int(layer.groups),
+                  'out_unit': layer.out_unit.clone()}
         for key in ('in_m0', 'in_shift', 'bias', 'sign'):
             if getattr(layer, key) is not None:
                 consts[key] = getattr(layer, key).clone()
@@ -83,7 +86,7 @@ def layer_constants(layer: nn.Module) -> Dict[str, Any]:
     if isinstance(layer, IntAdd):
         return {'op': 'add', 'mantissa_x': layer.mantissa_x.clone(),
                 'mantissa_y': layer.mantissa_y.clone(), 'frac_bits': int(layer.frac_bits),
-                'relu': int(layer.relu)}
+                'relu': int(layer.relu), 'out_unit': layer.out_unit.clone()}
     raise ProgramError(f'{type(layer).__name__} is not an integer layer (IntConv / IntAdd)')
 
 

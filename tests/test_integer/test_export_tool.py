@@ -59,3 +59,23 @@ def test_example_shape_reads_a_fixed_resize():
     assert export_tool.example_shape(cfg) == (192, 320)
     assert export_tool.example_shape(Config.fromfile(osp.join(ROOT, CONFIGS['fcos']))) == \
         (export_tool.DEFAULT_SIZE, export_tool.DEFAULT_SIZE)
+
+
+def test_onnx_export_tool_on_tiny_checkpoint(tmp_path, capsys):
+    onnx_tool = load_tool('export_onnx.py')
+    model = tiny_detector('fcos', 4)
+    ckpt = str(tmp_path / 'tiny.pth')
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
+    out = str(tmp_path / 'tiny.onnx')
+    # the val data is missing here: the tool compares on generated images
+    result = onnx_tool.main([osp.join(ROOT, CONFIGS['fcos']), ckpt, out, '--num-images', '2',
+                             '--cfg-options', *TINY_OPTIONS,
+                             'val_dataloader.dataset.data_root=/nonexistent/'])
+    assert osp.isfile(out) and result['file_bytes'] == osp.getsize(out)
+    assert result['images'] == 2 and result['opset'] == 21
+    assert {'INT4', 'UINT4', 'INT8', 'INT32'} <= set(result['initializer_types'])
+    assert result['vs_engine_equal_fraction'] == 1.0
+    # the fake-quant model does not simulate the integer rounding (nor does a random
+    # tiny model's training-mode BN match): its outputs differ
+    assert result['vs_fakequant_equal_fraction'] < 1.0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith('{')

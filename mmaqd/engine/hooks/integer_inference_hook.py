@@ -1,10 +1,11 @@
 """Test (evaluate) a quantized detector's integer engine through mmdet's evaluator."""
+import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmdet.registry import HOOKS
 
 from mmaqd.integer import convert_detector
-from mmaqd.integer.ops import check_arith
+from mmaqd.integer.onnx_export import OnnxDetector, export_onnx
 
 
 @HOOKS.register_module()
@@ -17,13 +18,17 @@ class IntegerInferenceHook(Hook):
 
     Args:
         arith (str): ``'int'`` for the integer engine, ``'float'`` for its float64
-            deploy-mode simulation. Defaults to ``'int'``.
+            deploy-mode simulation, ``'onnx'`` for the engine's QDQ ONNX export run
+            in onnxruntime (needs requirements/deploy.txt). Defaults to ``'int'``.
     """
 
     priority = 'LOW'  # after QuantCalibrationHook
 
     def __init__(self, arith: str = 'int') -> None:
-        self.arith = check_arith(arith)
+        if arith not in ('int', 'float', 'onnx'):
+            raise ValueError(f"IntegerInferenceHook: arith must be 'int', 'float' or 'onnx', "
+                             f'got {arith!r}')
+        self.arith = arith
         self.engine = None
 
     def before_test(self, runner) -> None:
@@ -42,8 +47,17 @@ class IntegerInferenceHook(Hook):
         def extract_feat(batch_inputs):
             return (batch_inputs, )
 
-        def head_forward(feats):
-            return head.finish_raw(engine.real_outputs(engine(feats[0], arith)))
+        if arith == 'onnx':
+            kinds = len(engine.head.output_units())
+            onnx_model, _ = export_onnx(engine, None, torch.zeros(1, 3, 128, 128))
+            runner_onnx = OnnxDetector(onnx_model, kinds)
+
+            def head_forward(feats):
+                return head.finish_raw(runner_onnx(feats[0]))
+        else:
+
+            def head_forward(feats):
+                return head.finish_raw(engine.real_outputs(engine(feats[0], arith)))
 
         model.extract_feat = extract_feat
         head.forward = head_forward

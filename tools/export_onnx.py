@@ -1,0 +1,109 @@
+"""Export a trained quantized detector as a QDQ ONNX graph and check it in onnxruntime.
+
+Builds the model from its config, loads the checkpoint, converts it to the integer
+engine and writes the engine's program as ONNX (opset 21: int4/uint4 codes up to
+4 bits, int8/uint8 up to 8; see :mod:`mmaqd.integer.onnx_export`). Image ->
+head outputs; mmdet's post-processing stays outside. The graph passes
+``onnx.checker`` and is then compared, on the first val images (generated ones
+if the data is missing), with the integer engine and with the fake-quant model.
+
+The last line printed is one JSON object with the agreement numbers. For the
+bbox mAP of the ONNX model use ``tools/test.py CONFIG CKPT --integer onnx``.
+
+Example::
+
+    python tools/export_onnx.py configs/aqd/retinanet_r18_fpn_aqd-w4a4_synthetic.py \
+        work_dirs/retinanet_r18_fpn_aqd-w4a4_synthetic/iter_300.pth retinanet_w4a4.onnx
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+from typing import Optional, Sequence
+
+import torch
+from mmengine.config import Config, DictAction
+
+import mmaqd  # noqa: F401  (registers mmaqd's modules and its checkpoint loader)
+from mmaqd.integer import convert_detector
+from mmaqd.integer.compare import code_agreement
+from mmaqd.integer.onnx_export import OnnxDetector, export_onnx
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from export_integer import build_model, example_shape  # noqa: E402
+from verify_integer import dataset_images, generated_images, merge_batches  # noqa: E402
+
+KINDS = {'AQDRetinaHead': ('cls_score', 'bbox_pred'),
+         'AQDFCOSHead': ('cls_score', 'bbox_pred', 'centerness')}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Export a QDQ ONNX graph (mmaqd)')
+    parser.add_argument('config', help='config of the quantized detector')
+    parser.add_argument('checkpoint', help='trained checkpoint')
+    parser.add_argument('out', help='output .onnx file')
+    parser.add_argument('--num-images', type=int, default=4,
+                        help='val images to compare on (default 4)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value pairs')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    model = build_model(cfg, args.checkpoint)
+    engine = convert_detector(model)
+    kinds = KINDS[type(model.bbox_head).__name__]
+    height, width = example_shape(cfg)
+    _, report = export_onnx(engine, args.out, torch.zeros(1, 3, height, width), kinds)
+    runtime = OnnxDetector(args.out, len(kinds))
+
+    images, source = dataset_images(cfg, model, args.num_images), 'val images'
+    if images is None:
+        mean = model.data_preprocessor.mean
+        images = [generated_images(args.num_images, height, 0) - mean]
+        source = 'generated images (the val data is missing)'
+    runs = dict(int=[], onnx=[], fake_quant=[])
+    with torch.no_grad():
+        for batch in images:
+            runs['int'].append(engine(batch, 'int'))
+            runs['onnx'].append(runtime(batch))
+            runs['fake_quant'].append(
+                model.bbox_head.raw_forward(model.neck(model.backbone(batch))))
+    units = engine.head.output_units()
+    int_out, onnx_out, fq_out = ([merge_batches(outs, k) for k in range(len(kinds))]
+                                 for outs in runs.values())
+    out_units = [list(units[k]) * len(images) for k in range(len(kinds))]
+    vs_engine = code_agreement(int_out, onnx_out, out_units)
+    onnx_codes = [[torch.round(o.double() / u.double().view(1, -1, 1, 1)) for o, u in zip(k, uk)]
+                  for k, uk in zip(onnx_out, out_units)]
+    vs_fq = code_agreement(onnx_codes, fq_out, out_units)
+    result = dict(report, config=osp.basename(args.config), out=args.out,
+                  file_bytes=osp.getsize(args.out),
+                  images=sum(int(b.shape[0]) for b in images),
+                  vs_engine_equal_fraction=vs_engine['equal_fraction'],
+                  vs_engine_max_lsb=vs_engine['max_lsb'],
+                  vs_engine_relative_error=vs_engine['relative_error'],
+                  vs_fakequant_equal_fraction=vs_fq['equal_fraction'],
+                  vs_fakequant_max_lsb=vs_fq['max_lsb'],
+                  vs_fakequant_relative_error=vs_fq['relative_error'])
+    print(f'{args.out}: opset {report["opset"]}, {report["nodes"]} nodes, initializer types '
+          f'{report["initializer_types"]}, {result["file_bytes"]} bytes; onnx.checker passed')
+    print(f'onnxruntime vs integer engine on {result["images"]} {source}: '
+          f'{100 * vs_engine["equal_fraction"]:.2f}% equal outputs, max '
+          f'{vs_engine["max_lsb"]:.2f} LSB, relative error '
+          f'{100 * vs_engine["relative_error"]:.4f}%')
+    print(f'onnxruntime vs fake-quant model: {100 * vs_fq["equal_fraction"]:.2f}% equal, '
+          f'max {vs_fq["max_lsb"]:.1f} LSB, relative error '
+          f'{100 * vs_fq["relative_error"]:.2f}%')
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == '__main__':
+    main()
