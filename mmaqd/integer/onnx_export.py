@@ -24,11 +24,11 @@ BN sign, ReLU     Mul by the per-channel sign of ``g'`` (only if one is
                   negative), Relu.
 add               each operand's integer value (Mul, Round) times the engine's
                   fixed-point ratio, rounded half up to the add's common unit
-                  (Mul, Add 0.5, Floor, Mul); then Add [-> Relu]. Not QuantizeLinear: the engine keeps residual
-                  sums at accumulator resolution (int32), which opset 21's
-                  QuantizeLinear cannot output; int16 QDQ would need units up to
-                  2^7 times coarser on the test models and changed 50-80% of
-                  their outputs.
+                  (Mul, Add 0.5, Floor, Mul); then Add [-> Relu]. Not
+                  QuantizeLinear: the engine keeps residual sums at
+                  accumulator resolution (int32), which opset 21's
+                  QuantizeLinear cannot output; int16 QDQ needed coarser units
+                  on the test models and then changed most of their outputs.
 max pool, resize  MaxPool; nearest Resize (asymmetric, floor: PyTorch's nearest)
                   to the size of the tensor the engine takes it from.
 ================  ==========================================================
@@ -209,8 +209,8 @@ class _Emitter:
         unit = consts['out_unit'].double()
         half = self.g.const(f'{layer}.half', np.float32(0.5))
         operands = []
-        for k, (operand, in_unit, key) in enumerate(zip((x, y), in_units,
-                                                         ('mantissa_x', 'mantissa_y'))):
+        pairs = zip((x, y), in_units, ('mantissa_x', 'mantissa_y'))
+        for k, (operand, in_unit, key) in enumerate(pairs):
             hint = f'{layer}.in{k}'
             # The engine's alignment: round half up of (integer value) * M / 2^f, with its
             # fixed-point ratio M (the exact unit ratio would differ by up to 2^-15). The

@@ -1,5 +1,4 @@
 """QDQ ONNX export of the integer engine, run in onnxruntime against the engine."""
-import numpy as np
 import onnx
 import pytest
 import torch

@@ -29,8 +29,8 @@ def test_absurd_learning_rate_keeps_scales_positive_and_outputs_finite(quantizer
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        raw = [getattr(q, RAW[quantizer][0]) for q in (conv.weight_quantizer,
-                                                        conv.input_quantizer)]
+        raw = [getattr(q, RAW[quantizer][0])
+               for q in (conv.weight_quantizer, conv.input_quantizer)]
         went_negative |= any(bool((p <= 0).any()) for p in raw)
         for scale in scales(conv):
             assert torch.isfinite(scale).all() and (scale > 0).all()

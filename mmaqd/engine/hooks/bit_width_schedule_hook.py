@@ -1,6 +1,6 @@
 """Change bit widths during training (progressive quantization)."""
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
