@@ -17,6 +17,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import load_checkpoint
 
 from mmaqd.engine import BitWidthScheduleHook, QuantCalibrationHook
+from mmaqd.engine.cpu_distributed import prepare_cpu_distributed
 from mmaqd.integer import ConversionError, convert_detector
 from mmaqd.models.utils import apply_quant_cfg
 from mmaqd.quant import QConv
@@ -28,6 +29,7 @@ from tests.test_integer.tiny_detectors import narrow, tiny_config, tiny_detector
 SCHEDULE = [dict(begin=0, bits=8), dict(begin=3, bits=4)]
 OTHER_SCHEDULE = [dict(begin=0, bits=8), dict(begin=4, bits=4)]
 NO_MATCH = r'^neck\.nothing$'
+CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason='refused on CPU-only machines')
 
 
 class IterationRecorder(Hook):
@@ -219,6 +221,13 @@ BAD_INPUTS = BITS_ROWS + [
         SimpleNamespace(model=ToyQModel())), ValueError,
                  r"BitWidthScheduleHook: pattern '\^neck' matches no QConv",
                  id='schedule-pattern-matches-nothing'),
+    pytest.param(lambda r: prepare_cpu_distributed(Config(dict(launcher='pytorch',
+                                                               sync_bn='torch'))),
+                 ValueError, r"sync_bn='torch' .* need CUDA; on CPU use .*SyncQBN",
+                 id='ddp-sync_bn-without-cuda', marks=CPU_ONLY),
+    pytest.param(lambda r: prepare_cpu_distributed(Config(dict(launcher='slurm'))), ValueError,
+                 r"launcher 'slurm' on a machine without CUDA", id='ddp-slurm-without-cuda',
+                 marks=CPU_ONLY),
 ]
 
 
