@@ -19,7 +19,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmaqd  # noqa: F401  (registers mmaqd's modules and its checkpoint loader)
-from mmaqd.engine.cpu_distributed import prepare_cpu_distributed
+from mmaqd.engine.cpu_distributed import cpu_distributed
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 
@@ -59,27 +59,27 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
-    prepare_cpu_distributed(cfg)
-    if args.integer:
-        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
-            dict(type='IntegerInferenceHook', arith=args.integer)]
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if args.out is not None:
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out!r}')
-        runner.test_evaluator.metrics.append(
-            dict(type='DumpDetResults', out_file_path=args.out))
-    metrics = runner.test()
-    if args.metrics_out and runner.rank == 0:
-        os.makedirs(osp.dirname(osp.abspath(args.metrics_out)), exist_ok=True)
-        with open(args.metrics_out, 'w') as f:
-            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
-    if 'coco/bbox_mAP' in metrics:
-        print(f'bbox mAP: {metrics["coco/bbox_mAP"]:.3f}  '
-              f'AP50: {metrics["coco/bbox_mAP_50"]:.3f}')
-    elif not metrics:
-        print('no metrics: the model made no detection above the score threshold '
-              '(model.test_cfg.score_thr)')
+    with cpu_distributed(cfg):
+        if args.integer:
+            cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+                dict(type='IntegerInferenceHook', arith=args.integer)]
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        if args.out is not None:
+            if not args.out.endswith(('.pkl', '.pickle')):
+                raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out!r}')
+            runner.test_evaluator.metrics.append(
+                dict(type='DumpDetResults', out_file_path=args.out))
+        metrics = runner.test()
+        if args.metrics_out and runner.rank == 0:
+            os.makedirs(osp.dirname(osp.abspath(args.metrics_out)), exist_ok=True)
+            with open(args.metrics_out, 'w') as f:
+                json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
+        if 'coco/bbox_mAP' in metrics:
+            print(f'bbox mAP: {metrics["coco/bbox_mAP"]:.3f}  '
+                  f'AP50: {metrics["coco/bbox_mAP_50"]:.3f}')
+        elif not metrics:
+            print('no metrics: the model made no detection above the score threshold '
+                  '(model.test_cfg.score_thr)')
     return metrics
 
 

@@ -14,7 +14,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmaqd  # noqa: F401  (registers mmaqd's modules and its checkpoint loader)
-from mmaqd.engine.cpu_distributed import prepare_cpu_distributed
+from mmaqd.engine.cpu_distributed import cpu_distributed
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 
@@ -70,9 +70,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     setup_cache_size_limit_of_dynamo()
     cfg = build_config(args)
-    prepare_cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    with cpu_distributed(cfg):
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner.train()
 
 
 if __name__ == '__main__':

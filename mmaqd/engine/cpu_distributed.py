@@ -6,10 +6,14 @@ CUDA. On such a machine :func:`prepare_cpu_distributed` initialises the process
 group from torchrun's environment with the gloo backend (mmengine then finds it
 initialised and skips its own call) and wraps the model with ``device_ids=None``,
 as torch's DDP expects for CPU modules. The launcher stays torchrun's; nothing
-changes when CUDA is available.
+changes when CUDA is available. :func:`cpu_distributed` also leaves the group at
+the end: a gloo group still alive at interpreter exit aborts the process
+("terminate called without an active exception"), failing a finished run.
 """
 import os
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -65,3 +69,22 @@ def prepare_cpu_distributed(cfg: Config) -> bool:
             backend=backend,
             **({} if timeout is None else dict(timeout=timedelta(seconds=timeout))))
     return True
+
+
+@contextmanager
+def cpu_distributed(cfg: Config) -> Iterator[bool]:
+    """:func:`prepare_cpu_distributed`, and destroy the process group it joined on exit.
+
+    Args:
+        cfg (Config): The run's config, with ``cfg.launcher`` set.
+
+    Yields:
+        bool: Whether the config was adapted for CPU.
+    """
+    joined_before = dist.is_available() and dist.is_initialized()
+    adapted = prepare_cpu_distributed(cfg)
+    try:
+        yield adapted
+    finally:
+        if adapted and not joined_before and dist.is_initialized():
+            dist.destroy_process_group()

@@ -3,7 +3,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmaqd.engine.cpu_distributed import prepare_cpu_distributed
+from mmaqd.engine.cpu_distributed import cpu_distributed, prepare_cpu_distributed
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
 
@@ -41,3 +41,23 @@ def test_gloo_and_a_cpu_ddp_wrapper(monkeypatch):
     assert cfg.model_wrapper_cfg.type == 'MMDistributedDataParallel'
     assert cfg.model_wrapper_cfg.device_ids is None
     assert joined['backend'] == 'gloo' and joined['timeout'].total_seconds() == 60
+
+
+def test_the_group_it_joined_is_left_at_the_end(monkeypatch):
+    """A gloo group alive at interpreter exit aborts the finished process (exit -6)."""
+    state = dict(joined=False, left=0)
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: state['joined'])
+    monkeypatch.setattr(torch.distributed, 'init_process_group',
+                        lambda **kw: state.update(joined=True))
+    monkeypatch.setattr(torch.distributed, 'destroy_process_group',
+                        lambda: state.update(joined=False, left=state['left'] + 1))
+    with cpu_distributed(_cfg()) as adapted:
+        assert adapted and state['joined']
+    assert state == dict(joined=False, left=1)
+    with pytest.raises(RuntimeError, match='boom'):  # also when the run fails
+        with cpu_distributed(_cfg()):
+            raise RuntimeError('boom')
+    assert state == dict(joined=False, left=2)
+    with cpu_distributed(_cfg(launcher='none')) as adapted:  # single process: nothing
+        assert not adapted
+    assert state['left'] == 2
