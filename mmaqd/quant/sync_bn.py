@@ -2,9 +2,10 @@
 
 torch's :class:`~torch.nn.SyncBatchNorm` and mmcv's ``MMSyncBN`` refuse CPU tensors,
 so CPU users of ``torchrun`` (gloo) could not synchronise BN at all. Here the
-per-channel sums are all-reduced with ``torch.distributed.nn.functional.all_reduce``,
-which is differentiable: its backward all-reduces the gradients, so each rank's
-gradient is that of the BN over the union of the ranks' batches.
+per-channel sums are all-reduced by :class:`AllReduceSum`, whose backward
+all-reduces the gradients, so each rank's gradient is that of the BN over the
+union of the ranks' batches. (``torch.distributed.nn.functional.all_reduce`` does
+the same but is deprecated in torch 2.13.)
 """
 from typing import Tuple
 
@@ -13,6 +14,26 @@ import torch.distributed as dist
 
 from .distributed import world_size
 from .qbn import QBN
+
+
+class AllReduceSum(torch.autograd.Function):
+    """Sum a tensor over all processes; the gradient is summed over them as well.
+
+    Every process's loss depends on every process's summand, so the gradient of the
+    total loss with respect to one summand is the sum of all processes' gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 def global_batch_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, int]:
@@ -30,17 +51,15 @@ def global_batch_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, i
         tuple[Tensor, Tensor, int]: ``mean`` and ``var`` of shape (C,) and the
         number of elements per channel summed over the ranks.
     """
-    from torch.distributed.nn.functional import all_reduce
-
     dims = [0] + list(range(2, x.dim()))
     count = x.new_tensor([x.numel() // max(x.size(1), 1)], dtype=torch.float64)
     dist.all_reduce(count)
     n = int(count.item())
     if n == 0:
         raise ValueError('global_batch_moments: the global batch is empty')
-    mean = all_reduce(x.sum(dims)) / n
+    mean = AllReduceSum.apply(x.sum(dims)) / n
     centred = x - mean.view(1, -1, *([1] * (x.dim() - 2)))
-    var = all_reduce((centred * centred).sum(dims)) / n
+    var = AllReduceSum.apply((centred * centred).sum(dims)) / n
     return mean, var, n
 
 
