@@ -1,0 +1,219 @@
+"""Turn the study's results JSON into tables, the AQD goals, a plot and README's table.
+
+Reads what ``tools/benchmarks/aqd_study.py`` wrote; writes ``docs/benchmarks.md``
+(or ``--md``), the mAP-vs-bits PNG next to it, and replaces README's block between
+``<!-- study:begin -->`` and ``<!-- study:end -->`` with the main table.
+
+Example::
+
+    python tools/benchmarks/study_report.py docs/results/benchmarks.json
+"""
+import argparse
+import json
+import os.path as osp
+import statistics
+from collections import defaultdict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+README_BEGIN, README_END = '<!-- study:begin -->', '<!-- study:end -->'
+#: AQD's accuracy goals, in mAP points below FP (negative: above).
+BIT_GOALS = {4: 0.0, 3: 0.01, 2: 0.02}
+BITS_ORDER = (4, 3, 2)
+
+Key = Tuple[str, str, str, int]  # dataset, detector, method, bits
+
+
+def aggregate(rows: Sequence[Dict]) -> Dict[Key, Dict[str, float]]:
+    """mAP and AP50 per (dataset, detector, method, bits): mean, std and seed count.
+
+    Args:
+        rows (list[dict]): The results' rows.
+
+    Returns:
+        dict: ``key -> {'map', 'map_std', 'ap50', 'n'}``; ``map_std`` is the sample
+        standard deviation over seeds (0 for one seed).
+    """
+    groups: Dict[Key, List[Dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row['dataset'], row['detector'], row['method'], int(row['bits']))].append(row)
+    out = {}
+    for key, members in groups.items():
+        maps = [m['metrics']['coco/bbox_mAP'] for m in members]
+        ap50 = [m['metrics'].get('coco/bbox_mAP_50', float('nan')) for m in members]
+        out[key] = dict(map=statistics.fmean(maps),
+                        map_std=statistics.stdev(maps) if len(maps) > 1 else 0.0,
+                        ap50=statistics.fmean(ap50), n=len(maps))
+    return out
+
+
+def goals(table: Dict[Key, Dict[str, float]]) -> List[Dict]:
+    """Each AQD goal the results can judge: the numbers and whether it was met.
+
+    Goals: w4 >= FP, w3 >= FP - 1 AP, w2 >= FP - 2 AP (mean over seeds); AQD above the
+    min-max baseline at each bit width; multi-level BN above shared BN and GN at 2
+    bits; integer engine mAP equal to its float64 simulation's.
+
+    Returns:
+        list[dict]: ``goal``, ``value`` (text) and ``met`` (bool).
+    """
+    found = []
+    setups = sorted({(d, det) for d, det, _, _ in table})
+    for dataset, det in setups:
+        fp = table.get((dataset, det, 'fp', 32))
+        for bits, allowed in BIT_GOALS.items():
+            aqd = table.get((dataset, det, 'aqd', bits))
+            if fp and aqd:
+                gap = fp['map'] - aqd['map']
+                name = f'{dataset} {det} w{bits}a{bits} >= FP - {allowed * 100:g} AP'
+                found.append(dict(goal=name,
+                                  value=f'{aqd["map"]:.3f} vs FP {fp["map"]:.3f} '
+                                        f'({-gap * 100:+.1f} AP)',
+                                  met=gap <= allowed + 1e-9))
+            base = table.get((dataset, det, 'minmax', bits))
+            if aqd and base:
+                found.append(dict(goal=f'{dataset} {det} w{bits}a{bits}: AQD > min-max QAT',
+                                  value=f'{aqd["map"]:.3f} vs {base["map"]:.3f}',
+                                  met=aqd['map'] > base['map']))
+    mlbn = table.get(('synthetic', 'retinanet', 'aqd', 2))
+    for norm in ('SharedLevelBN', 'GN'):
+        other = table.get(('synthetic', 'retinanet', f'head_{norm}', 2))
+        if mlbn and other:
+            found.append(dict(goal=f'2-bit RetinaNet: multi-level BN > {norm} head',
+                              value=f'{mlbn["map"]:.3f} vs {other["map"]:.3f}',
+                              met=mlbn['map'] > other['map']))
+    integer = table.get(('synthetic', 'retinanet', 'integer', 2))
+    simulation = table.get(('synthetic', 'retinanet', 'simulation', 2))
+    if integer and simulation:
+        found.append(dict(goal='integer engine mAP == float64 simulation mAP',
+                          value=f'{integer["map"]:.4f} vs {simulation["map"]:.4f}',
+                          met=integer['map'] == simulation['map']))
+    return found
+
+
+def main_table(table: Dict[Key, Dict[str, float]]) -> str:
+    """Markdown: FP, AQD and min-max mAP per setup and bit width (mean ± std, seeds)."""
+    lines = ['| data | detector | method | FP | w4a4 | w3a3 | w2a2 |',
+             '|---|---|---|---|---|---|---|']
+
+    def cell(entry: Optional[Dict[str, float]]) -> str:
+        if not entry:
+            return '–'
+        std = f' ± {entry["map_std"]:.3f}' if entry['n'] > 1 else ''
+        return f'{entry["map"]:.3f}{std} ({entry["n"]})'
+
+    for dataset, det in sorted({(d, det) for d, det, _, _ in table}):
+        fp = cell(table.get((dataset, det, 'fp', 32)))
+        for method in ('aqd', 'minmax'):
+            if not any((dataset, det, method, b) in table for b in BITS_ORDER):
+                continue
+            cells = [cell(table.get((dataset, det, method, b))) for b in BITS_ORDER]
+            lines.append(f'| {dataset} | {det} | {method} | {fp} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def ablation_table(table: Dict[Key, Dict[str, float]]) -> str:
+    """Markdown: every 2-bit row on RetinaNet / digits that is not a main method."""
+    lines = ['| 2-bit RetinaNet-R18, digits | bbox mAP | AP50 | seeds |', '|---|---|---|---|']
+    for (dataset, det, method, bits), entry in sorted(table.items()):
+        if (dataset, det, bits) == ('synthetic', 'retinanet', 2) and method != 'minmax':
+            lines.append(f'| {method} | {entry["map"]:.3f} | {entry["ap50"]:.3f} | '
+                         f'{entry["n"]} |')
+    return '\n'.join(lines)
+
+
+def plot(table: Dict[Key, Dict[str, float]], path: str) -> None:
+    """mAP vs bits per setup: FP line, AQD (mean ± std) and the min-max baseline."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    setups = sorted({(d, det) for d, det, _, _ in table})
+    fig, axes = plt.subplots(1, len(setups), figsize=(4.2 * len(setups), 3.6), squeeze=False)
+    for ax, (dataset, det) in zip(axes[0], setups):
+        fp = table.get((dataset, det, 'fp', 32))
+        if fp:
+            ax.axhline(fp['map'], color='k', linestyle='--', label='FP')
+        for method, style in (('aqd', 'o-'), ('minmax', 's:')):
+            points = [(b, table[(dataset, det, method, b)]) for b in BITS_ORDER
+                      if (dataset, det, method, b) in table]
+            if points:
+                ax.errorbar([b for b, _ in points], [e['map'] for _, e in points],
+                            yerr=[e['map_std'] for _, e in points], fmt=style, capsize=3,
+                            label='AQD' if method == 'aqd' else 'min-max QAT')
+        ax.set_title(f'{det}, {dataset}', fontsize=10)
+        ax.set_xlabel('bits (weights and activations)')
+        ax.set_ylabel('bbox mAP')
+        ax.set_xticks(list(BITS_ORDER))
+        ax.invert_xaxis()
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the part between the README markers replaced by ``block``.
+
+    Raises:
+        ValueError: If the markers are missing or out of order.
+    """
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f'README has no {README_BEGIN} ... {README_END} block')
+    return text[:begin + len(README_BEGIN)] + '\n' + block + '\n' + text[end:]
+
+
+def render(results: Dict, figure: str) -> str:
+    """The markdown report of one results file."""
+    table = aggregate(results['rows'])
+    checks = goals(table)
+    lines = [f'# AQD study ({results["mode"]} plan)', '',
+             f'Produced by `{results["command"]}` on {results["date"]} '
+             f'({results["machine"]["cpus"]} CPUs, {results["machine"]["platform"]}). '
+             'Seeds: the number in parentheses; ± is the sample std over them.'
+             + (' Evaluated on a subset of the val split.' if results.get('val_subset') else ''),
+             '', '## Accuracy vs bits', '', main_table(table), '',
+             f'![mAP vs bits]({osp.basename(figure)})', '', '## Ablations at 2 bits', '',
+             ablation_table(table), '', '## Goals', '', '| goal | result | met |',
+             '|---|---|---|']
+    lines += [f'| {c["goal"]} | {c["value"]} | {"yes" if c["met"] else "**no**"} |'
+              for c in checks]
+    lines += ['', '## Runs', '', '| run | command | bbox mAP | seconds |', '|---|---|---|---|']
+    lines += [f'| {r["name"]} | `{r["command"]}` | {r["metrics"]["coco/bbox_mAP"]:.3f} | '
+              f'{r["seconds"]:.0f} |' for r in results['rows']]
+    return '\n'.join(lines) + '\n'
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Report of the AQD study (mmaqd)')
+    parser.add_argument('results', help='JSON written by tools/benchmarks/aqd_study.py')
+    parser.add_argument('--md', default=osp.join(ROOT, 'docs', 'benchmarks.md'),
+                        help='markdown report to write')
+    parser.add_argument('--readme', default=osp.join(ROOT, 'README.md'),
+                        help='README whose study block to replace ("" to skip)')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    args = parse_args(argv)
+    with open(args.results) as f:
+        results = json.load(f)
+    figure = osp.splitext(args.md)[0] + '_map_vs_bits.png'
+    plot(aggregate(results['rows']), figure)
+    report = render(results, figure)
+    with open(args.md, 'w') as f:
+        f.write(report)
+    if args.readme:
+        with open(args.readme) as f:
+            text = f.read()
+        block = (f'Main rows of `{results["command"]}` ({results["date"]}; full report: '
+                 f'[docs/benchmarks.md](docs/benchmarks.md)):\n\n'
+                 + main_table(aggregate(results['rows'])))
+        with open(args.readme, 'w') as f:
+            f.write(replace_block(text, block))
+    print(report)
+    return report
+
+
+if __name__ == '__main__':
+    main()
