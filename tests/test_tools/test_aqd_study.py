@@ -51,8 +51,8 @@ def test_generated_config_inherits_and_changes_only_its_keys(tmp_path):
         '/data/val50.json'
     gn = next(r for r in study.build_plan('full') if r.method == 'head_GN')
     path.write_text(study.render_config(gn, None, None))
-    assert Config.fromfile(str(path)).model.bbox_head.norm_cfg == dict(type='GN',
-                                                                        num_groups=32)
+    norm_cfg = Config.fromfile(str(path)).model.bbox_head.norm_cfg
+    assert norm_cfg == dict(type='GN', num_groups=32)
 
 
 def test_final_metrics_reads_the_last_val_entry(tmp_path):
