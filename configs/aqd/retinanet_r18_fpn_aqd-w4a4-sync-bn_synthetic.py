@@ -1,8 +1,9 @@
 # AQD 4-bit RetinaNet-R18 for multi-process training (tools/dist_train.sh CONFIG N):
 # every BN synchronised across processes, per pyramid level in the head, so that N
 # processes with batch b train like one with batch N*b. Works with gloo on CPU
-# (torch's and mmcv's SyncBN need CUDA). Without a process group it is exactly
-# retinanet_r18_fpn_aqd-w4a4_synthetic.py, and their checkpoints are interchangeable.
+# (torch's and mmcv's SyncBN need CUDA). Without a process group its norms are those of
+# retinanet_r18_fpn_aqd-w4a4_synthetic.py (checkpoints are interchangeable), but a single
+# process trains with half that config's batch: batch_size is per process.
 _base_ = './retinanet_r18_fpn_aqd-w4a4_synthetic.py'
 
 model = dict(

@@ -87,10 +87,12 @@ class _GraphBuilder:
         self._count = 0
 
     def name(self, hint: str) -> str:
+        """A unique tensor name starting with ``hint``."""
         self._count += 1
         return f'{hint}_{self._count}'
 
     def const(self, hint: str, array: np.ndarray) -> str:
+        """A float / int64 initializer holding ``array``; returns its name."""
         name = self.name(hint)
         self.initializers.append(_onnx().numpy_helper.from_array(np.asarray(array), name))
         return name
@@ -104,6 +106,7 @@ class _GraphBuilder:
         return name
 
     def node(self, op: str, inputs: Sequence[str], hint: str, **attrs) -> str:
+        """Append a node with one output; returns the output's name."""
         out = self.name(hint)
         self.nodes.append(_onnx().helper.make_node(op, list(inputs), [out], **attrs))
         return out
@@ -169,6 +172,7 @@ class _Emitter:
         return self.weights[layer]
 
     def conv(self, step: Dict[str, Any], x: str, in_unit: torch.Tensor) -> Tuple[str, Any]:
+        """Nodes of a conv step on ``x`` (unit ``in_unit``); its output and unit."""
         layer, level = step['layer'], step['level']
         consts = self.constants[layer]
         hint = f'{layer}.l{level}'
@@ -187,6 +191,9 @@ class _Emitter:
         inputs = [x, w]
         if 'bias' in consts:
             bias = consts['bias'][level]
+            if bias.abs().max() > 2**31 - 1:
+                raise OnnxExportError(f'{layer}: folded BN bias {int(bias.abs().max())} does not '
+                                      f'fit int32 (level {level}); a BN gamma near 0?')
             b_int = self.g.int_const(f'{hint}.bias', _onnx().TensorProto.INT32, bias.numpy())
             b_scale = self.g.const(f'{hint}.b_scale', out_unit.numpy().astype(np.float32))
             inputs.append(self.g.node('DequantizeLinear', [b_int, b_scale], f'{hint}.b_dq',
@@ -204,6 +211,7 @@ class _Emitter:
 
     def add(self, step: Dict[str, Any], x: str, y: str,
             in_units: Sequence[torch.Tensor]) -> Tuple[str, Any]:
+        """Nodes of an add step on ``x`` and ``y``; its output and unit."""
         layer = step['layer']
         consts = self.constants[layer]
         unit = consts['out_unit'].double()
@@ -234,6 +242,7 @@ class _Emitter:
         return out, consts['out_unit']
 
     def upsample(self, x: str, like: str, hint: str) -> str:
+        """Nearest resize of ``x`` to the spatial size of tensor ``like``."""
         g = self.g
         batch_channels = g.node('Slice', [g.node('Shape', [x], f'{hint}.shape'),
                                           g.const(f'{hint}.s0', np.array([0])),
@@ -246,6 +255,7 @@ class _Emitter:
                       coordinate_transformation_mode='asymmetric', nearest_mode='floor')
 
     def emit(self, input_name: str) -> List[List[str]]:
+        """Translate every step; returns the output names per kind and level."""
         prog = self.program
         self.names[prog['input']] = input_name
         self.units[prog['input']] = torch.ones(1, dtype=torch.float64)
@@ -351,7 +361,7 @@ class OnnxDetector:
         threads (int, optional): onnxruntime's intra-op threads.
     """
 
-    def __init__(self, model, num_kinds: int, threads: Optional[int] = None) -> None:
+    def __init__(self, model: Any, num_kinds: int, threads: Optional[int] = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as error:  # pragma: no cover - depends on the environment

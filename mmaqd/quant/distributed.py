@@ -11,8 +11,8 @@ def world_size() -> int:
 
 
 @torch.no_grad()
-def mean_over_processes(tensor: torch.Tensor) -> torch.Tensor:
-    """The mean of ``tensor`` over all processes (itself without a process group).
+def sum_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of ``tensor`` over all processes (itself without a process group).
 
     Every process must call it, in the same order.
 
@@ -20,11 +20,10 @@ def mean_over_processes(tensor: torch.Tensor) -> torch.Tensor:
         tensor (Tensor): A tensor of the same shape on every process.
 
     Returns:
-        Tensor: A new tensor holding the element-wise mean.
+        Tensor: The element-wise sum (``tensor`` itself with one process).
     """
-    count = world_size()
-    if count == 1:
+    if world_size() == 1:
         return tensor
     tensor = tensor.clone()
     dist.all_reduce(tensor)
-    return tensor / count
+    return tensor

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .bits import integer_range, is_full_precision
-from .distributed import mean_over_processes, world_size
+from .distributed import sum_over_processes, world_size
 from .fake_quantize import fake_quantize
 from .quantizer_base import Quantizer
 
@@ -24,9 +24,10 @@ class LSQQuantizer(Quantizer):
 
     Activation quantizers (``batch_split=True``, as :meth:`for_activations` builds
     them) see a batch that DDP splits over processes. For them ``N`` counts the
-    global batch (``x.numel()`` times the number of processes) and the first-batch
-    ``mean(|x|)`` is averaged over the processes, so that ``k`` processes train
-    like one with a ``k`` times larger batch. Weights are the same on every process
+    global batch (``x.numel()`` times the number of processes, exact when the
+    processes' batches have one size) and the first-batch ``mean(|x|)`` is that of
+    all processes' batches together, so that ``k`` processes train like one with a
+    ``k`` times larger batch. Weights are the same on every process
     and need neither.
 
     The step is initialised on the first forward to ``2 * mean(|x|) / sqrt(Qp)``
@@ -101,8 +102,8 @@ class LSQQuantizer(Quantizer):
     def init_step(self, x: torch.Tensor) -> None:
         """Set the step from data: ``2 * mean(|x|) / sqrt(Qp)``.
 
-        For ``batch_split`` quantizers under DDP, ``mean(|x|)`` is averaged over the
-        processes, so that every rank starts from the same step (a learned
+        For ``batch_split`` quantizers under DDP, ``mean(|x|)`` is taken over all
+        processes' batches, so that every rank starts from the same step (a learned
         parameter: DDP synchronises its gradients, not its value). Every rank must
         reach this call, as it does when the first training forward initialises the
         quantizers.
@@ -111,12 +112,12 @@ class LSQQuantizer(Quantizer):
             x (Tensor): A representative input (per-channel: dim 0 is the channel dim).
         """
         _, qp = self.code_range
-        if self.per_channel:
-            mean_abs = x.detach().abs().reshape(x.shape[0], -1).mean(1)
-        else:
-            mean_abs = x.detach().abs().mean().reshape(1)
-        if self.batch_split:
-            mean_abs = mean_over_processes(mean_abs)
+        flat = x.detach().abs().reshape(x.shape[0], -1) if self.per_channel else \
+            x.detach().abs().reshape(1, -1)
+        totals = torch.cat([flat.sum(1), flat.new_tensor([flat.shape[1]])])
+        if self.batch_split:  # the mean |x| of all processes' batches together
+            totals = sum_over_processes(totals)
+        mean_abs = totals[:-1] / totals[-1]
         self.step.copy_((2 * mean_abs / math.sqrt(qp)).clamp_min(self.min_step))
         self.initialized.fill_(True)
 
@@ -124,6 +125,8 @@ class LSQQuantizer(Quantizer):
         if not self.grad_scale:
             return 1.0
         _, qp = self.code_range
+        # Under DDP, N is this process's numel times the process count: the global
+        # batch's when the processes' batches have one size (mmdet pads per process).
         processes = world_size() if self.batch_split else 1
         return 1.0 / math.sqrt(x.numel() * processes / self.num_scales * qp)
 

@@ -147,11 +147,11 @@ class QBN(nn.BatchNorm2d):
         else:
             mean, var = self.running_mean, self.running_var
         gamma, beta = self._affine(mean)
-        inv_std = torch.rsqrt(var + self.eps)
+        # gamma / sqrt(var + eps), as in fold(): rsqrt rounds differently
+        multiplier = gamma / torch.sqrt(var + self.eps)
         if not simulate:
-            return ((x - mean.view(1, -1, 1, 1)) * (gamma * inv_std).view(1, -1, 1, 1) +
+            return ((x - mean.view(1, -1, 1, 1)) * multiplier.view(1, -1, 1, 1) +
                     beta.view(1, -1, 1, 1))
-        multiplier = gamma * inv_std
         unit = self.input_unit.to(x)
         bias = unit * round_ste((beta / multiplier - mean) / unit)
         return multiplier.view(1, -1, 1, 1) * (x + bias.view(1, -1, 1, 1))

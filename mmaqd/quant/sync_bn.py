@@ -7,7 +7,7 @@ all-reduces the gradients, so each rank's gradient is that of the BN over the
 union of the ranks' batches. (``torch.distributed.nn.functional.all_reduce`` does
 the same but is deprecated in torch 2.13.)
 """
-from typing import Tuple
+from typing import Any, Tuple
 
 import torch
 import torch.distributed as dist
@@ -24,13 +24,15 @@ class AllReduceSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum of ``tensor`` over the processes (a new tensor)."""
         tensor = tensor.clone()
         dist.all_reduce(tensor)
         return tensor
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        """The sum of the processes' gradients of the output."""
         grad = grad.clone()
         dist.all_reduce(grad)
         return grad
@@ -39,10 +41,10 @@ class AllReduceSum(torch.autograd.Function):
 def global_batch_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, int]:
     """Per-channel mean and biased variance of ``x`` over all ranks' batches.
 
-    Two passes (mean first, then the centred sum of squares) so that the result
-    equals the single-process statistics of the concatenated batch up to float
-    summation order. Every rank must call it, in the same order; a rank may hold an
-    empty batch.
+    Two passes (the sums with the element count, then the centred sum of squares)
+    so that the result equals the single-process statistics of the concatenated
+    batch up to float summation order. Every rank must call it, in the same order;
+    a rank may hold an empty batch.
 
     Args:
         x (Tensor): Input of shape (N, C, *), on any device.
@@ -50,14 +52,21 @@ def global_batch_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, i
     Returns:
         tuple[Tensor, Tensor, int]: ``mean`` and ``var`` of shape (C,) and the
         number of elements per channel summed over the ranks.
+
+    Raises:
+        RuntimeError: Without an initialised process group.
+        ValueError: If the global batch is empty.
     """
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError('global_batch_moments needs an initialised process group')
     dims = [0] + list(range(2, x.dim()))
-    count = x.new_tensor([x.numel() // max(x.size(1), 1)], dtype=torch.float64)
-    dist.all_reduce(count)
-    n = int(count.item())
+    count = x.new_tensor([x.numel() // max(x.size(1), 1)])
+    # one collective for the sums and the count (the count has no gradient)
+    totals = AllReduceSum.apply(torch.cat([x.sum(dims), count]))
+    n = int(totals[-1].item())
     if n == 0:
         raise ValueError('global_batch_moments: the global batch is empty')
-    mean = AllReduceSum.apply(x.sum(dims)) / n
+    mean = totals[:-1] / n
     centred = x - mean.view(1, -1, *([1] * (x.dim() - 2)))
     var = AllReduceSum.apply((centred * centred).sum(dims)) / n
     return mean, var, n

@@ -31,6 +31,7 @@ def test_settings_that_cannot_work_on_cpu_are_refused(kwargs, message):
 
 
 def test_gloo_and_a_cpu_ddp_wrapper(monkeypatch):
+    monkeypatch.setenv('LOCAL_RANK', '0')  # restored afterwards: the function may set it
     joined = {}
     monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: False)
     monkeypatch.setattr(torch.distributed, 'init_process_group',
@@ -45,6 +46,7 @@ def test_gloo_and_a_cpu_ddp_wrapper(monkeypatch):
 
 def test_the_group_it_joined_is_left_at_the_end(monkeypatch):
     """A gloo group alive at interpreter exit aborts the finished process (exit -6)."""
+    monkeypatch.setenv('LOCAL_RANK', '0')
     state = dict(joined=False, left=0)
     monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: state['joined'])
     monkeypatch.setattr(torch.distributed, 'init_process_group',

@@ -56,11 +56,14 @@ def test_generated_config_inherits_and_changes_only_its_keys(tmp_path):
 
 
 def test_final_metrics_reads_the_last_val_entry(tmp_path):
-    vis = tmp_path / '20260101_000000' / 'vis_data'
-    vis.mkdir(parents=True)
-    lines = [dict(loss=1.0, step=1), {'coco/bbox_mAP': 0.25, 'coco/bbox_mAP_50': 0.5, 'step': 0},
-             dict(loss=0.5, step=2)]
-    (vis / 'scalars.json').write_text('\n'.join(json.dumps(x) for x in lines))
+    runs = {'20260101_000000': [{'coco/bbox_mAP': 0.1, 'step': 0}],  # an earlier run
+            '20260102_000000': [dict(loss=1.0, step=1), {'coco/bbox_mAP': 0.2, 'step': 0},
+                                {'coco/bbox_mAP': 0.25, 'coco/bbox_mAP_50': 0.5, 'step': 0},
+                                dict(loss=0.5, step=2)]}
+    for stamp, lines in runs.items():
+        vis = tmp_path / stamp / 'vis_data'
+        vis.mkdir(parents=True)
+        (vis / 'scalars.json').write_text('\n'.join(json.dumps(x) for x in lines))
     assert study.final_metrics(str(tmp_path)) == {'coco/bbox_mAP': 0.25,
                                                   'coco/bbox_mAP_50': 0.5}
     assert study.final_metrics(str(tmp_path / 'missing')) is None

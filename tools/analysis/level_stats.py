@@ -95,6 +95,13 @@ def summarise(stats: Dict[str, dict]) -> Dict[str, dict]:
     ``level_spread`` is the std over levels of the channel means, averaged over
     channels, divided by the average channel std: how far apart the levels' BN
     statistics are in units of the features' own spread (0: identical levels).
+
+    Args:
+        stats (dict): From :func:`collect`.
+
+    Returns:
+        dict: Per norm: ``levels`` (per level ``mean_of_means``, ``mean_of_stds``),
+        ``level_spread`` and ``std_ratio_max_min`` (largest over smallest level std).
     """
     out = {}
     for norm, levels in stats.items():
@@ -111,7 +118,14 @@ def summarise(stats: Dict[str, dict]) -> Dict[str, dict]:
 
 
 def plot(stats: Dict[str, dict], norm: str, path: str, title: str) -> None:
-    """Channel means and stds of one norm's input, one line per level."""
+    """Plot the channel means and stds of one norm's input, one line per level.
+
+    Args:
+        stats (dict): From :func:`collect`.
+        norm (str): The norm to plot.
+        path (str): PNG file to write.
+        title (str): Figure title.
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -120,7 +134,7 @@ def plot(stats: Dict[str, dict], norm: str, path: str, title: str) -> None:
     order = torch.argsort(levels[min(levels)]['mean'])
     for level in sorted(levels):
         for ax, key in zip(axes, ('mean', 'std')):
-            ax.plot(levels[level][key][order].numpy(), label=f'P{level + 3}', linewidth=1)
+            ax.plot(levels[level][key][order].numpy(), label=f'level {level}', linewidth=1)
     for ax, key in zip(axes, ('mean', 'std')):
         ax.set_xlabel('channel (sorted by the finest level\'s mean)')
         ax.set_ylabel(f'channel {key} of the norm input')

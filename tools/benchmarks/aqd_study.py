@@ -224,7 +224,14 @@ def render_config(run: Run, load_from: Optional[str], val_ann: Optional[str]) ->
 
 
 def last_checkpoint(work_dir: str) -> Optional[str]:
-    """The checkpoint ``last_checkpoint`` points to, if the run finished one."""
+    """The checkpoint a run's ``last_checkpoint`` file points to.
+
+    Args:
+        work_dir (str): The run's work dir.
+
+    Returns:
+        str | None: Its path, or None if the run saved none (or it is gone).
+    """
     pointer = osp.join(work_dir, 'last_checkpoint')
     if not osp.isfile(pointer):
         return None
@@ -234,7 +241,14 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
 
 
 def final_metrics(work_dir: str) -> Optional[Dict[str, float]]:
-    """The val metrics mmengine logged after the last training iteration, if any."""
+    """The last val metrics mmengine logged in a work dir (newest run folder first).
+
+    Args:
+        work_dir (str): The run's work dir.
+
+    Returns:
+        dict | None: ``coco/*`` metrics, or None if none were logged.
+    """
     for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')),
                        reverse=True):
         with open(path) as f:
@@ -246,11 +260,21 @@ def final_metrics(work_dir: str) -> Optional[Dict[str, float]]:
 
 
 def result_path(work_dir: str) -> str:
+    """Where a finished run's row is cached."""
     return osp.join(work_dir, 'study_result.json')
 
 
 def execute(run: Run, root: str, python: str, val_ann: Optional[str]) -> Dict:
     """Run one row (or read its cached result) and return it as a dict.
+
+    Args:
+        run (Run): The row.
+        root (str): Root of the runs' work dirs.
+        python (str): The interpreter to run the tools with.
+        val_ann (str, optional): Annotation file replacing the val split's.
+
+    Returns:
+        dict: The run's fields, ``metrics``, ``seconds`` and ``command``.
 
     Raises:
         RuntimeError: If the run's process fails or leaves no metrics.

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 README_BEGIN, README_END = '<!-- study:begin -->', '<!-- study:end -->'
-#: AQD's accuracy goals, in mAP points below FP (negative: above).
+#: AQD's accuracy goals: how far below FP each bit width may be, in mAP (0.01 = 1 AP).
 BIT_GOALS = {4: 0.0, 3: 0.01, 2: 0.02}
 BITS_ORDER = (4, 3, 2)
 
@@ -53,6 +53,9 @@ def goals(table: Dict[Key, Dict[str, float]]) -> List[Dict]:
     Goals: w4 >= FP, w3 >= FP - 1 AP, w2 >= FP - 2 AP (mean over seeds); AQD above the
     min-max baseline at each bit width; multi-level BN above shared BN and GN at 2
     bits; integer engine mAP equal to its float64 simulation's.
+
+    Args:
+        table (dict): From :func:`aggregate`.
 
     Returns:
         list[dict]: ``goal``, ``value`` (text) and ``met`` (bool).
@@ -92,7 +95,14 @@ def goals(table: Dict[Key, Dict[str, float]]) -> List[Dict]:
 
 
 def main_table(table: Dict[Key, Dict[str, float]]) -> str:
-    """Markdown: FP, AQD and min-max mAP per setup and bit width (mean ± std, seeds)."""
+    """Markdown: FP, AQD and min-max mAP per setup and bit width.
+
+    Args:
+        table (dict): From :func:`aggregate`.
+
+    Returns:
+        str: Table rows with ``mean ± std (seeds)`` cells.
+    """
     lines = ['| data | detector | method | FP | w4a4 | w3a3 | w2a2 |',
              '|---|---|---|---|---|---|---|']
 
@@ -113,7 +123,14 @@ def main_table(table: Dict[Key, Dict[str, float]]) -> str:
 
 
 def ablation_table(table: Dict[Key, Dict[str, float]]) -> str:
-    """Markdown: every 2-bit row on RetinaNet / digits that is not a main method."""
+    """Markdown: every 2-bit row on RetinaNet / digits except the min-max baseline.
+
+    Args:
+        table (dict): From :func:`aggregate`.
+
+    Returns:
+        str: The table.
+    """
     lines = ['| 2-bit RetinaNet-R18, digits | bbox mAP | AP50 | seeds |', '|---|---|---|---|']
     for (dataset, det, method, bits), entry in sorted(table.items()):
         if (dataset, det, bits) == ('synthetic', 'retinanet', 2) and method != 'minmax':
@@ -123,7 +140,12 @@ def ablation_table(table: Dict[Key, Dict[str, float]]) -> str:
 
 
 def plot(table: Dict[Key, Dict[str, float]], path: str) -> None:
-    """mAP vs bits per setup: FP line, AQD (mean ± std) and the min-max baseline."""
+    """Plot mAP vs bits per setup: FP line, AQD (mean ± std) and the min-max baseline.
+
+    Args:
+        table (dict): From :func:`aggregate`.
+        path (str): PNG file to write.
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -154,6 +176,13 @@ def plot(table: Dict[Key, Dict[str, float]], path: str) -> None:
 def replace_block(text: str, block: str) -> str:
     """``text`` with the part between the README markers replaced by ``block``.
 
+    Args:
+        text (str): README text.
+        block (str): The new content.
+
+    Returns:
+        str: The new README text.
+
     Raises:
         ValueError: If the markers are missing or out of order.
     """
@@ -164,7 +193,15 @@ def replace_block(text: str, block: str) -> str:
 
 
 def render(results: Dict, figure: str) -> str:
-    """The markdown report of one results file."""
+    """The markdown report of one results file.
+
+    Args:
+        results (dict): The study's results JSON.
+        figure (str): Path of the plot (linked by file name).
+
+    Returns:
+        str: The report.
+    """
     table = aggregate(results['rows'])
     checks = goals(table)
     lines = [f'# AQD study ({results["mode"]} plan)', '',

@@ -109,6 +109,8 @@ class AQDRetinaHead(RetinaHead):
     def get_targets(self, *args, **kwargs) -> tuple:
         """mmdet's targets; the ``avg_factor`` (5th item) is averaged over processes.
 
+        Under DDP this is a collective: every process must compute its targets.
+
         Args:
             *args, **kwargs: As for :meth:`AnchorHead.get_targets`.
 
