@@ -67,13 +67,23 @@ def _onnx():
     return onnx
 
 
-def _code_type(qmin: int, qmax: int) -> Tuple[int, int, int]:
-    """The smallest QDQ integer type holding ``[qmin, qmax]``, and its range."""
+def _integer_types() -> Dict[int, Tuple[Any, int, int]]:
+    """ONNX integer types of QDQ tensors: numpy dtype (ml_dtypes for 4 bits) and range.
+
+    In the order QDQ codes try them (smallest first).
+    """
+    import ml_dtypes
     tp = _onnx().TensorProto
-    for dtype, lo, hi in ((tp.UINT4, 0, 15), (tp.INT4, -8, 7), (tp.UINT8, 0, 255),
-                          (tp.INT8, -128, 127), (tp.UINT16, 0, 65535),
-                          (tp.INT16, -32768, 32767)):
-        if lo <= qmin and qmax <= hi:
+    return {tp.UINT4: (ml_dtypes.uint4, 0, 15), tp.INT4: (ml_dtypes.int4, -8, 7),
+            tp.UINT8: (np.uint8, 0, 255), tp.INT8: (np.int8, -128, 127),
+            tp.UINT16: (np.uint16, 0, 65535), tp.INT16: (np.int16, -32768, 32767),
+            tp.INT32: (np.int32, -2**31, 2**31 - 1)}
+
+
+def _code_type(qmin: int, qmax: int) -> Tuple[int, int, int]:
+    """The smallest QDQ type (up to 16 bits) holding ``[qmin, qmax]``, and its range."""
+    for dtype, (_, lo, hi) in _integer_types().items():
+        if lo <= qmin and qmax <= hi and dtype != _onnx().TensorProto.INT32:
             return dtype, lo, hi
     raise OnnxExportError(f'code range {qmin}..{qmax} fits no QDQ type up to 16 bits')
 
@@ -98,11 +108,18 @@ class _GraphBuilder:
         return name
 
     def int_const(self, hint: str, dtype: int, values: np.ndarray) -> str:
-        """An initializer of an ONNX integer type (int4 / uint4 included)."""
+        """An initializer of an ONNX integer type (int4 / uint4 included), stored raw.
+
+        Raw little-endian bytes, 4-bit types packed two per byte: helper.make_tensor
+        would store the values as varints (10 bytes each when negative).
+        """
         name = self.name(hint)
-        values = np.asarray(values)
-        self.initializers.append(_onnx().helper.make_tensor(
-            name, dtype, list(values.shape), values.astype(np.int64).flatten().tolist()))
+        values = np.asarray(values, dtype=np.int64)
+        np_type, lo, hi = _integer_types()[dtype]
+        if values.size and (values.min() < lo or values.max() > hi):
+            raise OnnxExportError(f'{name}: values {values.min()}..{values.max()} do not fit '
+                                  f'{_onnx().TensorProto.DataType.Name(dtype)}')
+        self.initializers.append(_onnx().numpy_helper.from_array(values.astype(np_type), name))
         return name
 
     def node(self, op: str, inputs: Sequence[str], hint: str, **attrs) -> str:
