@@ -70,14 +70,29 @@ def build_model(cfg: Config, checkpoint: str) -> torch.nn.Module:
     return model.eval()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-    args = parse_args(argv)
+def load_trained(args: argparse.Namespace) -> Tuple[Config, torch.nn.Module]:
+    """The config (with ``--cfg-options``) and the trained model of a tool's arguments.
+
+    Args:
+        args (Namespace): With ``config``, ``checkpoint`` and ``cfg_options``.
+
+    Returns:
+        tuple: The config and the model (checkpoint loaded, eval mode).
+
+    Raises:
+        FileNotFoundError: If the checkpoint does not exist.
+    """
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    model = build_model(cfg, args.checkpoint)
+    return cfg, build_model(cfg, args.checkpoint)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    cfg, model = load_trained(args)
     engine = convert_detector(model)
     height, width = args.shape or example_shape(cfg)
     image = torch.zeros(1, 3, height, width)

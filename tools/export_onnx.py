@@ -22,7 +22,7 @@ import sys
 from typing import Optional, Sequence
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 import mmaqd  # noqa: F401  (registers mmaqd's modules and its checkpoint loader)
 from mmaqd.integer import convert_detector
@@ -30,7 +30,7 @@ from mmaqd.integer.compare import code_agreement
 from mmaqd.integer.onnx_export import OnnxDetector, export_onnx
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from export_integer import build_model, example_shape  # noqa: E402
+from export_integer import example_shape, load_trained  # noqa: E402
 from verify_integer import dataset_images, generated_images, merge_batches  # noqa: E402
 
 KINDS = {'AQDRetinaHead': ('cls_score', 'bbox_pred'),
@@ -51,12 +51,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    model = build_model(cfg, args.checkpoint)
+    cfg, model = load_trained(args)
     engine = convert_detector(model)
     kinds = KINDS[type(model.bbox_head).__name__]
     height, width = example_shape(cfg)

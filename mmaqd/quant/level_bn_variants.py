@@ -25,17 +25,7 @@ class SyncMultiLevelBN(MultiLevelBN):
         track_running_stats (bool): Keep running statistics. Defaults to True.
     """
 
-    def __init__(self,
-                 num_features: int,
-                 num_levels: int,
-                 eps: float = 1e-5,
-                 momentum: Optional[float] = 0.1,
-                 affine: bool = True,
-                 track_running_stats: bool = True) -> None:
-        super().__init__(num_features, num_levels, eps, momentum, affine, track_running_stats)
-        self.bns = nn.ModuleList(
-            SyncQBN(num_features, eps, momentum, affine, track_running_stats)
-            for _ in range(num_levels))
+    level_bn_class = SyncQBN
 
 
 class SharedLevelBN(LevelNorm):

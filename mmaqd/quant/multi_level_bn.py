@@ -55,6 +55,9 @@ class MultiLevelBN(LevelNorm):
         track_running_stats (bool): Keep running statistics. Defaults to True.
     """
 
+    #: The BN class of each level (its arguments are those of BatchNorm2d).
+    level_bn_class = nn.BatchNorm2d
+
     def __init__(self,
                  num_features: int,
                  num_levels: int,
@@ -64,7 +67,7 @@ class MultiLevelBN(LevelNorm):
                  track_running_stats: bool = True) -> None:
         super().__init__(num_features, num_levels)
         self.bns = nn.ModuleList(
-            nn.BatchNorm2d(num_features, eps, momentum, affine, track_running_stats)
+            self.level_bn_class(num_features, eps, momentum, affine, track_running_stats)
             for _ in range(num_levels))
 
     def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:

@@ -63,15 +63,20 @@ def test_two_processes_equal_one_process_with_the_whole_batch():
     assert not close(half['out'], alone['out'][:2])
 
 
-def _qbn_rank(rank, simulate):
-    x, weight = _batch()
-    part = slice(2 * rank, 2 * rank + 2)
-    bn = SyncQBN(3, simulate_bias_rounding=simulate).train()
+def _qbn(cls, simulate):
+    bn = cls(3, simulate_bias_rounding=simulate).train()
     with torch.no_grad():
         bn.weight.copy_(torch.tensor([0.5, 1.5, -2.0]))
         bn.bias.copy_(torch.tensor([0.1, -0.3, 2.0]))
     if simulate:
         bn.set_input_unit(0.25)
+    return bn
+
+
+def _qbn_rank(rank, simulate):
+    x, weight = _batch()
+    part = slice(2 * rank, 2 * rank + 2)
+    bn = _qbn(SyncQBN, simulate)
     xs = x[part].clone().requires_grad_()
     out = bn(xs)
     (out * weight[part]).sum().backward()
@@ -82,12 +87,7 @@ def _qbn_rank(rank, simulate):
 def test_sync_qbn_with_and_without_bias_rounding(simulate):
     ranks = run_distributed(_qbn_rank, WORLD, simulate)
     x, weight = _batch()
-    bn = QBN(3, simulate_bias_rounding=simulate).train()
-    with torch.no_grad():
-        bn.weight.copy_(torch.tensor([0.5, 1.5, -2.0]))
-        bn.bias.copy_(torch.tensor([0.1, -0.3, 2.0]))
-    if simulate:
-        bn.set_input_unit(0.25)
+    bn = _qbn(QBN, simulate)
     xs = x.clone().requires_grad_()
     out = bn(xs)
     (out * weight).sum().backward()

@@ -21,13 +21,13 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 import mmaqd  # noqa: F401  (registers mmaqd's modules and its checkpoint loader)
 from mmaqd.models.layers.level_conv_module import LevelConvModule
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from export_integer import build_model  # noqa: E402
+from export_integer import load_trained  # noqa: E402
 from verify_integer import dataset_images, generated_images  # noqa: E402
 
 Moments = Dict[Tuple[str, int], List[torch.Tensor]]
@@ -147,12 +147,7 @@ def plot(stats: Dict[str, dict], norm: str, path: str, title: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    model = build_model(cfg, args.checkpoint)
+    cfg, model = load_trained(args)
     images, source = dataset_images(cfg, model, args.num_images), 'val images'
     if images is None:
         images = [generated_images(args.num_images, 256, 0) - model.data_preprocessor.mean]
