@@ -31,7 +31,7 @@ from mmaqd.integer.onnx_export import OnnxDetector, export_onnx
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from export_integer import example_shape, load_trained  # noqa: E402
-from verify_integer import dataset_images, generated_images, merge_batches  # noqa: E402
+from verify_integer import eval_images, merge_batches  # noqa: E402
 
 KINDS = {'AQDRetinaHead': ('cls_score', 'bbox_pred'),
          'AQDFCOSHead': ('cls_score', 'bbox_pred', 'centerness')}
@@ -58,11 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     _, report = export_onnx(engine, args.out, torch.zeros(1, 3, height, width), kinds)
     runtime = OnnxDetector(args.out, len(kinds))
 
-    images, source = dataset_images(cfg, model, args.num_images), 'val images'
-    if images is None:
-        mean = model.data_preprocessor.mean
-        images = [generated_images(args.num_images, height, 0) - mean]
-        source = 'generated images (the val data is missing)'
+    images, source = eval_images(cfg, model, args.num_images, height)
     runs = dict(int=[], onnx=[], fake_quant=[])
     with torch.no_grad():
         for batch in images:

@@ -18,7 +18,7 @@ import argparse
 import json
 import os.path as osp
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -88,6 +88,27 @@ def dataset_images(cfg: Config, model: torch.nn.Module, num: int) -> Optional[Li
     return batches
 
 
+def eval_images(cfg: Config, model: torch.nn.Module, num: int, size: int,
+                seed: int = 0) -> Tuple[List[torch.Tensor], str]:
+    """The first ``num`` preprocessed val images, or generated ones if the data is missing.
+
+    Args:
+        cfg (Config): The config (its val dataloader).
+        model (nn.Module): The detector (its data preprocessor).
+        num (int): Number of images.
+        size (int): Side of the generated images.
+        seed (int): Seed of the generated images. Defaults to 0.
+
+    Returns:
+        tuple: The batches and a description of their source.
+    """
+    images = dataset_images(cfg, model, num)
+    if images is not None:
+        return images, 'val images'
+    return ([generated_images(num, size, seed) - model.data_preprocessor.mean],
+            'generated images (the val data is missing)')
+
+
 def merge_batches(outputs: List[tuple], kind: int) -> List[torch.Tensor]:
     """The per-level tensors of output ``kind`` of every batch, in one list."""
     return [t for per_batch in outputs for t in per_batch[kind]]
@@ -122,10 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         source = 'generated images'
     else:
         load_checkpoint(model, args.checkpoint, map_location='cpu')
-        images, source = dataset_images(cfg, model, args.num_images), 'val images'
-        if images is None:
-            images = [generated_images(args.num_images, args.size, args.seed) - mean]
-            source = 'generated images (the val data is missing)'
+        images, source = eval_images(cfg, model, args.num_images, args.size, args.seed)
     model.eval()
     engine = convert_detector(model)
     units = engine.head.output_units()

@@ -28,7 +28,7 @@ from mmaqd.models.layers.level_conv_module import LevelConvModule
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from export_integer import load_trained  # noqa: E402
-from verify_integer import dataset_images, generated_images  # noqa: E402
+from verify_integer import eval_images  # noqa: E402
 
 Moments = Dict[Tuple[str, int], List[torch.Tensor]]
 
@@ -148,10 +148,7 @@ def plot(stats: Dict[str, dict], norm: str, path: str, title: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     cfg, model = load_trained(args)
-    images, source = dataset_images(cfg, model, args.num_images), 'val images'
-    if images is None:
-        images = [generated_images(args.num_images, 256, 0) - model.data_preprocessor.mean]
-        source = 'generated images (the val data is missing)'
+    images, source = eval_images(cfg, model, args.num_images, 256)
     stats = collect(model, images)
     summary = summarise(stats)
     norm = args.norm or next(iter(stats))
