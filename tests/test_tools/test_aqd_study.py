@@ -12,7 +12,7 @@ study = load_tool('benchmarks/aqd_study.py')
 report = load_tool('benchmarks/study_report.py')
 
 
-@pytest.mark.parametrize('mode', ['quick', 'full'])
+@pytest.mark.parametrize('mode', sorted(study.PLANS))
 def test_plan_is_ordered_and_unique(mode):
     plan = study.build_plan(mode)
     names = [run.name for run in plan]
@@ -22,30 +22,51 @@ def test_plan_is_ordered_and_unique(mode):
         assert osp.isfile(osp.join(study.CONFIGS, run.config)), run.config
 
 
-def test_quick_plan_fits_ten_minutes_and_full_plan_has_the_rows():
-    quick = study.build_plan('quick')
-    assert sum(study.estimate_seconds(r, study.QUICK_VAL_FRACTION) for r in quick) <= 600
-    full = study.build_plan('full')
-    rows = {(r.dataset, r.detector, r.method, r.bits, r.seed) for r in full}
+def _rows(mode):
+    return {(r.dataset, r.detector, r.method, r.bits, r.seed) for r in study.build_plan(mode)}
+
+
+def test_plans_fit_their_budgets_and_have_their_rows():
+    assert study.plan_seconds('quick', study.build_plan('quick')) <= 600
+    assert study.plan_seconds('full', study.build_plan('full')) <= 7200
+    full, large = _rows('full'), _rows('large')
     for dataset in ('synthetic', 'neon-trees'):
         for det in ('retinanet', 'fcos'):
-            for seed in (0, 1, 2):
-                assert (dataset, det, 'fp', 32, seed) in rows
-                assert all((dataset, det, 'aqd', b, seed) in rows for b in (4, 3, 2))
-            assert all((dataset, det, 'minmax', b, 0) in rows for b in (4, 3, 2))
-    methods = {r.method for r in full}
+            seeds = (0, 1, 2) if (dataset, det) == ('synthetic', 'retinanet') else (0, )
+            for rows, seeds in ((full, seeds), (large, (0, 1, 2))):
+                for seed in seeds:
+                    assert (dataset, det, 'fp', 32, seed) in rows
+                    assert all((dataset, det, 'aqd', b, seed) in rows for b in (4, 3, 2))
+            assert (dataset, det, 'minmax', 2, 0) in full
+            assert all((dataset, det, 'minmax', b, 0) in large for b in (4, 3, 2))
+    assert all(('synthetic', 'retinanet', 'minmax', b, 0) in full for b in (4, 3, 2))
+    methods = {r[2] for r in full}
     assert {'head_SharedLevelBN', 'head_GN', 'scope_backbone', 'scope_backbone+neck',
-            'quantizer_clip', 'progressive', 'integer', 'simulation'} <= methods
+            'quantizer_clip', 'progressive', 'integer', 'simulation', 'fp_continued',
+            'fp_GN', 'fp_SharedLevelBN'} <= methods
+    with pytest.raises(ValueError, match="'huge'"):
+        study.build_plan('huge')
+
+
+def test_estimate_by_hand():
+    run = study.Run('x', 'synthetic', 'retinanet', 'aqd', 2, 0, 'c.py', iters=10)
+    per_iter = study.SECONDS_PER_ITER[('synthetic', True)]
+    expected = study.SECONDS_PER_RUN + 10 * per_iter + study.SECONDS_PER_EVAL['synthetic'] / 5
+    assert math.isclose(study.estimate_seconds(run, 100), expected)
+    integer = study.Run('y', 'neon-trees', 'retinanet', 'integer', 2, 0, 'c.py', integer='int')
+    assert math.isclose(study.estimate_seconds(integer, None), study.SECONDS_PER_RUN
+                        + study.INTEGER_EVAL_FACTOR * study.SECONDS_PER_EVAL['neon-trees'])
 
 
 def test_generated_config_inherits_and_changes_only_its_keys(tmp_path):
-    run = next(r for r in study.build_plan('full') if r.name.endswith('minmax_w2_s0'))
+    run = next(r for r in study.build_plan('full') if r.name.endswith('retinanet/minmax_w2_s0'))
+    iters = study.PLANS['full'].q_iters['synthetic']
     path = tmp_path / 'config.py'
     path.write_text(study.render_config(run, '/ckpt/fp.pth', '/data/val50.json'))
     cfg = Config.fromfile(str(path))
     assert cfg.model.quant_cfg.quantizer == 'MinMax'
     assert cfg.model.quant_cfg.w_bits == 2 and cfg.model.quant_cfg.overrides  # inherited
-    assert cfg.train_cfg.max_iters == 300 and cfg.param_scheduler[1].end == 300
+    assert cfg.train_cfg.max_iters == iters and cfg.param_scheduler[1].end == iters
     assert cfg.randomness.seed == 0 and cfg.load_from == '/ckpt/fp.pth'
     assert cfg.val_evaluator.ann_file == cfg.test_dataloader.dataset.ann_file == \
         '/data/val50.json'
@@ -53,6 +74,53 @@ def test_generated_config_inherits_and_changes_only_its_keys(tmp_path):
     path.write_text(study.render_config(gn, None, None))
     norm_cfg = Config.fromfile(str(path)).model.bbox_head.norm_cfg
     assert norm_cfg == dict(type='GN', num_groups=32)
+    seed2 = next(r for r in study.build_plan('full') if r.name.endswith('retinanet/aqd_w3_s2'))
+    assert seed2.seed == 2 and seed2.parent == 'synthetic/retinanet/fp_s2'
+
+
+def test_progressive_row_scales_the_schedule_to_its_iterations(tmp_path):
+    run = next(r for r in study.build_plan('full') if r.method == 'progressive')
+    path = tmp_path / 'config.py'
+    path.write_text(study.render_config(run, None, None))
+    cfg = Config.fromfile(str(path))
+    hook = next(h for h in cfg.custom_hooks if h.type == 'BitWidthScheduleHook')
+    assert run.iters == 50 and cfg.train_cfg.max_iters == 50
+    assert [(s.begin, s.bits) for s in hook.schedule] == [(0, 8), (8, 4), (16, 3), (25, 2)]
+    assert any(h.type == 'QuantNaNGuardHook' for h in cfg.custom_hooks)
+
+
+def test_a_failed_row_skips_its_children_and_the_rest_runs(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_execute(run, root, python, val_ann):
+        ran.append(run.name)
+        if run.name == 'synthetic/retinanet/aqd_w4_s0':
+            raise RuntimeError('boom')
+        return dict(study.asdict(run), metrics={'coco/bbox_mAP': 0.5}, seconds=1.0,
+                    command='x')
+
+    monkeypatch.setattr(study, 'execute', fake_execute)
+    monkeypatch.setattr(study, 'val_subsets', lambda mode, root: {})
+    monkeypatch.setattr(study, 'measure_costs', lambda root, python, repeats: {'ok': 1})
+    out = tmp_path / 'r.json'
+    result = study.main(['--quick', '--work-dir', str(tmp_path), '--out', str(out)])
+    assert result['failed'] == {'synthetic/retinanet/aqd_w4_s0': 'boom'}
+    assert ran == [r.name for r in study.build_plan('quick')]  # nothing depends on w4
+    assert json.loads(out.read_text())['costs'] == {'ok': 1}
+
+    def fail_fp(run, root, python, val_ann):
+        if run.name.endswith('fp_s0'):
+            raise RuntimeError('no fp')
+        return fake_execute(run, root, python, val_ann)
+
+    def no_checkpoints(root, python, repeats):
+        raise RuntimeError('costs: no checkpoint')
+
+    monkeypatch.setattr(study, 'execute', fail_fp)
+    monkeypatch.setattr(study, 'measure_costs', no_checkpoints)
+    result = study.main(['--quick', '--work-dir', str(tmp_path), '--out', str(out)])
+    assert set(result['failed']) == {r.name for r in study.build_plan('quick')} | {'costs'}
+    assert 'integer' in ' '.join(result['failed']) and result['rows'] == []
 
 
 def test_final_metrics_reads_the_last_val_entry(tmp_path):
@@ -77,7 +145,16 @@ def _row(method, bits, seed, value, dataset='synthetic', det='retinanet'):
 
 ROWS = [_row('fp', 32, 0, 0.60), _row('fp', 32, 1, 0.62), _row('aqd', 4, 0, 0.615),
         _row('aqd', 3, 0, 0.595), _row('aqd', 2, 0, 0.60), _row('minmax', 2, 0, 0.55),
-        _row('head_GN', 2, 0, 0.61), _row('integer', 2, 0, 0.6), _row('simulation', 2, 0, 0.6)]
+        _row('head_GN', 2, 0, 0.61), _row('integer', 2, 0, 0.6), _row('simulation', 2, 0, 0.6),
+        _row('fp_continued', 32, 0, 0.63), _row('fp_GN', 32, 0, 0.58)]
+COSTS = dict(command='python tools/benchmarks/detector_costs.py a b', threads=2, repeats=3,
+             train_input=[8, 3, 256, 256], forward_input=[1, 3, 256, 256],
+             train_step_seconds={'FP': 1.0, 'w4a4': 1.25, 'w2a2': 1.4},
+             train_step_vs_fp={'w4a4': 1.25, 'w2a2': 1.4},
+             forward_seconds={'FP': 0.1, 'w2a2 integer engine': 2.0},
+             forward_vs_fp={'w2a2 integer engine': 20.0},
+             file_bytes={'FP fp32 weights': 4_000_000, 'w2a2 integer export': 500_000},
+             file_vs_fp32={'FP fp32 weights': 1.0, 'w2a2 integer export': 0.125})
 
 
 def test_aggregate_and_goals_by_hand():
@@ -95,18 +172,38 @@ def test_aggregate_and_goals_by_hand():
         'integer engine mAP == float64 simulation mAP': True}
 
 
+def test_qat_step_goal_and_cost_tables_by_hand():
+    met = {g['goal']: (g['value'], g['met']) for g in report.goals({}, COSTS)}
+    assert met == {'w2a2 QAT train step <= 1.3x FP': ('1.40x', False),
+                   'w4a4 QAT train step <= 1.3x FP': ('1.25x', True)}
+    text = report.costs_table(COSTS)
+    assert '| w4a4 | 1250 | 1.25x |' in text and '| FP | 1000 | 1 |' in text
+    assert '| w2a2 integer engine | 2000 | 20.00x |' in text
+    assert '| w2a2 integer export | 0.50 | 0.125 |' in text
+    assert report.costs_table(None) == ''
+
+
 def test_report_plot_and_readme_block(tmp_path):
     results = dict(mode='quick', date='2026-11-27', command='python tools/x.py --quick',
-                   machine=dict(cpus=2, platform='linux'), val_subset=True, rows=ROWS)
+                   machine=dict(cpus=2, platform='linux'), val_images={'synthetic': 50},
+                   rows=ROWS, costs=COSTS, failed={'synthetic/fcos/fp_s0': 'exit 1'})
+    notes = tmp_path / 'notes.md'
+    notes.write_text('## Reading\n\nhand-written\n')
     src = tmp_path / 'results.json'
     src.write_text(json.dumps(results))
     readme = tmp_path / 'README.md'
     readme.write_text(f'intro\n{report.README_BEGIN}\nold\n{report.README_END}\nend\n')
     md = tmp_path / 'benchmarks.md'
-    text = report.main([str(src), '--md', str(md), '--readme', str(readme)])
+    text = report.main([str(src), '--md', str(md), '--readme', str(readme), '--notes',
+                        str(notes)])
     assert '| synthetic | retinanet | aqd | 0.610 ± 0.014 (2) | 0.615 (1) | 0.595 (1) |' in text
     assert '| synthetic retinanet w3a3 >= FP - 1 AP | 0.595 vs FP 0.610 (-1.5 AP) | **no** |' \
         in text
+    assert "| FP + the fine-tune's iterations in FP | 0.630 |" in text
+    assert '| head norm: GroupNorm (mmdet\'s default) | 0.580 | 0.610 | 0.810 | 1 |' in text
+    assert '| w2a2 QAT train step <= 1.3x FP | 1.40x | **no** |' in text
+    assert '- synthetic/fcos/fp_s0: exit 1' in text and 'hand-written' in text
+    assert 'Val images evaluated: synthetic: the first 50.' in text
     new = readme.read_text()
     assert 'old' not in new and new.startswith('intro\n') and new.endswith('end\n')
     assert '0.615 (1)' in new

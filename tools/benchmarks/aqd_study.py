@@ -31,24 +31,92 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(ROOT, 'configs', 'aqd')
-BITS = (4, 3, 2)
-SEEDS = (0, 1, 2)
 #: Seconds per training iteration on the project's 2-core CPU (measured with the
 #: CPU configs, idle machine), for the plan's time estimate only.
-SECONDS_PER_ITER = {('synthetic', False): 1.4, ('synthetic', True): 1.9,
+SECONDS_PER_ITER = {('synthetic', False): 1.3, ('synthetic', True): 1.6,
                     ('neon-trees', False): 1.1, ('neon-trees', True): 1.5}
-#: Seconds of one evaluation of the val split (500 digits images, 11 NEON batches).
+#: Seconds of one evaluation of the whole val split (500 digits images, 11 NEON batches).
 SECONDS_PER_EVAL = {'synthetic': 45, 'neon-trees': 15}
+#: Seconds every run spends outside its iterations and evaluation (start, build, save).
+SECONDS_PER_RUN = 25
+#: Seconds of one round of the cost measurements (FP, 4- and 2-bit RetinaNet).
+COST_SECONDS_PER_REPEAT = 15
 #: The int64 engine's evaluation time relative to the fake-quant model's.
-INTEGER_EVAL_FACTOR = 10
-#: Val images of the quick plan (a subset annotation file of the first ones).
-QUICK_VAL_IMAGES = 50
-QUICK_VAL_FRACTION = QUICK_VAL_IMAGES / 500
+INTEGER_EVAL_FACTOR = 5
 STEM_8BIT = [dict(pattern=r'^backbone\.conv1$', w_bits=8)]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One (data, detector) block of a plan.
+
+    Attributes:
+        dataset (str): ``'synthetic'`` or ``'neon-trees'``.
+        detector (str): ``'retinanet'`` or ``'fcos'``.
+        seeds (tuple[int]): Seeds of its FP and AQD rows.
+        minmax_bits (tuple[int]): Bit widths of its min-max QAT baseline (seed 0).
+    """
+    dataset: str
+    detector: str
+    seeds: Tuple[int, ...]
+    minmax_bits: Tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """The size of a plan.
+
+    Attributes:
+        setups (tuple[Setup]): Its (data, detector) blocks.
+        bits (tuple[int]): AQD bit widths.
+        fp_iters (dict): FP training iterations per dataset.
+        q_iters (dict): Quantized fine-tuning iterations per dataset.
+        val_images (dict): Evaluated val images per dataset (the first ones; None: all).
+        ablations (bool): The 2-bit ablations on RetinaNet / digits (head norm, scope,
+            quantizer, progressive) and the FP-continued control.
+        simulation (bool): The float64 simulation row next to the integer-engine row.
+        cost_repeats (int): Timed rounds of the cost measurements (0: none).
+    """
+    setups: Tuple[Setup, ...]
+    bits: Tuple[int, ...]
+    fp_iters: Dict[str, int]
+    q_iters: Dict[str, int]
+    val_images: Dict[str, Optional[int]]
+    ablations: bool
+    simulation: bool
+    cost_repeats: int
+
+
+PLANS = {
+    # the machinery end to end in about 10 minutes
+    'quick': PlanSpec(setups=(Setup('synthetic', 'retinanet', (0, ), (2, )), ), bits=(4, 2),
+                      fp_iters={'synthetic': 120}, q_iters={'synthetic': 40},
+                      val_images={'synthetic': 50}, ablations=False, simulation=False,
+                      cost_repeats=1),
+    # the study within 2 hours of the project's 2-core CPU: three seeds where the
+    # signal is (digits, RetinaNet), short schedules, a 200-image val subset
+    'full': PlanSpec(setups=(Setup('synthetic', 'retinanet', (0, 1, 2), (4, 3, 2)),
+                             Setup('synthetic', 'fcos', (0, ), (2, )),
+                             Setup('neon-trees', 'retinanet', (0, ), (2, )),
+                             Setup('neon-trees', 'fcos', (0, ), (2, ))),
+                     bits=(4, 3, 2), fp_iters={'synthetic': 200, 'neon-trees': 250},
+                     q_iters={'synthetic': 50, 'neon-trees': 50},
+                     val_images={'synthetic': 200, 'neon-trees': None}, ablations=True,
+                     simulation=True, cost_repeats=5),
+    # the configs' own schedules, three seeds everywhere (about 12 hours on 2 cores:
+    # for a GPU machine or a night)
+    'large': PlanSpec(setups=tuple(Setup(d, det, (0, 1, 2), (4, 3, 2))
+                                   for d in ('synthetic', 'neon-trees')
+                                   for det in ('retinanet', 'fcos')),
+                      bits=(4, 3, 2), fp_iters={'synthetic': 500, 'neon-trees': 800},
+                      q_iters={'synthetic': 300, 'neon-trees': 300},
+                      val_images={'synthetic': None, 'neon-trees': None}, ablations=True,
+                      simulation=True, cost_repeats=7),
+}
 
 
 @dataclass
@@ -104,99 +172,125 @@ def _merge(*dicts: Dict) -> Dict:
     return out
 
 
+def progressive_hooks(iters: int) -> Dict:
+    """The progressive config's 8 -> 4 -> 3 -> 2-bit schedule scaled to ``iters``.
+
+    As in ``retinanet_r18_fpn_aqd-progressive-w2a2_synthetic.py``: a sixth of the
+    iterations at 8, 4 and 3 bits each, the second half at 2 bits.
+    """
+    begins = (0, iters // 6, iters // 3, iters // 2)
+    return dict(custom_hooks=[
+        dict(type='BitWidthScheduleHook',
+             schedule=[dict(begin=b, bits=bits) for b, bits in zip(begins, (8, 4, 3, 2))],
+             exclude=[r'^backbone\.conv1$', r'^bbox_head\.retina_(cls|reg)$']),
+        dict(type='QuantNaNGuardHook')])
+
+
 def build_plan(mode: str) -> List[Run]:
     """The rows of a plan, parents before children.
 
     Args:
-        mode (str): ``'full'`` or ``'quick'``.
+        mode (str): A key of :data:`PLANS`.
 
     Returns:
         list[Run]: The runs.
     """
-    if mode not in ('full', 'quick'):
-        raise ValueError(f"mode must be 'full' or 'quick', got {mode!r}")
-    quick = mode == 'quick'
-    datasets = ('synthetic', ) if quick else ('synthetic', 'neon-trees')
-    detectors = ('retinanet', ) if quick else ('retinanet', 'fcos')
-    seeds = (0, ) if quick else SEEDS
-    bits_list = (4, 2) if quick else BITS
-    fp_iters = {'synthetic': 120 if quick else 500, 'neon-trees': 800}
-    q_iters = 40 if quick else 300
+    if mode not in PLANS:
+        raise ValueError(f'mode must be one of {sorted(PLANS)}, got {mode!r}')
+    spec = PLANS[mode]
     runs: List[Run] = []
-    for dataset in datasets:
-        for det in detectors:
-            prefix = f'{dataset}/{det}'
-            fp_cfg = f'{det}_r18_fpn_aqd-fp32_{dataset}.py'
-            fp_warmup = 50 if dataset == 'synthetic' else 100
-            for seed in seeds:
-                runs.append(Run(f'{prefix}/fp_s{seed}', dataset, det, 'fp', 32, seed, fp_cfg,
-                                _schedule(fp_iters[dataset], min(fp_warmup,
-                                                                 fp_iters[dataset] // 3)),
-                                iters=fp_iters[dataset]))
-            for seed in seeds:
-                for bits in bits_list:
-                    runs.append(Run(f'{prefix}/aqd_w{bits}_s{seed}', dataset, det, 'aqd', bits,
-                                    seed, f'{det}_r18_fpn_aqd-w{bits}a{bits}_{dataset}.py',
-                                    _schedule(q_iters, min(20, q_iters // 3)),
-                                    parent=f'{prefix}/fp_s{seed}', iters=q_iters))
-            for bits in bits_list[-1:] if quick else bits_list:
-                runs.append(Run(f'{prefix}/minmax_w{bits}_s0', dataset, det, 'minmax', bits, 0,
-                                f'{det}_r18_fpn_aqd-w{bits}a{bits}_{dataset}.py',
-                                _merge(_schedule(q_iters, min(20, q_iters // 3)),
-                                       dict(model=dict(quant_cfg=dict(quantizer='MinMax')))),
-                                parent=f'{prefix}/fp_s0', iters=q_iters))
-    prefix = 'synthetic/retinanet'
-    runs.append(Run(f'{prefix}/aqd_w2_s0_integer', 'synthetic', 'retinanet', 'integer', 2, 0,
-                    'retinanet_r18_fpn_aqd-w2a2_synthetic.py', parent=f'{prefix}/aqd_w2_s0',
-                    integer='int'))
-    if quick:
-        return runs
-    runs.append(Run(f'{prefix}/aqd_w2_s0_simulation', 'synthetic', 'retinanet', 'simulation',
-                    2, 0, 'retinanet_r18_fpn_aqd-w2a2_synthetic.py',
-                    parent=f'{prefix}/aqd_w2_s0', integer='float'))
+
+    def fp_run(name: str, dataset: str, det: str, method: str, seed: int,
+               extra: Optional[Dict] = None) -> Run:
+        iters = spec.fp_iters[dataset]
+        warmup = min(50 if dataset == 'synthetic' else 100, iters // 3)
+        return Run(name, dataset, det, method, 32, seed,
+                   f'{det}_r18_fpn_aqd-fp32_{dataset}.py',
+                   _merge(_schedule(iters, warmup), extra or {}), iters=iters)
+
+    def q_run(name: str, dataset: str, det: str, method: str, bits: int, parent: str,
+              seed: int = 0, extra: Optional[Dict] = None, config: Optional[str] = None) -> Run:
+        iters = spec.q_iters[dataset]
+        return Run(name, dataset, det, method, bits, seed,
+                   config or f'{det}_r18_fpn_aqd-w{bits}a{bits}_{dataset}.py',
+                   _merge(_schedule(iters, min(20, iters // 3)), extra or {}),
+                   parent=parent, iters=iters)
+
+    for setup in spec.setups:
+        dataset, det = setup.dataset, setup.detector
+        prefix = f'{dataset}/{det}'
+        for seed in setup.seeds:
+            runs.append(fp_run(f'{prefix}/fp_s{seed}', dataset, det, 'fp', seed))
+        for seed in setup.seeds:
+            for bits in spec.bits:
+                runs.append(q_run(f'{prefix}/aqd_w{bits}_s{seed}', dataset, det, 'aqd', bits,
+                                  f'{prefix}/fp_s{seed}', seed))
+        for bits in setup.minmax_bits:
+            runs.append(q_run(f'{prefix}/minmax_w{bits}_s0', dataset, det, 'minmax', bits,
+                              f'{prefix}/fp_s0',
+                              extra=dict(model=dict(quant_cfg=dict(quantizer='MinMax')))))
+    dataset, det = 'synthetic', 'retinanet'
+    prefix = f'{dataset}/{det}'
     q2 = 'retinanet_r18_fpn_aqd-w2a2_synthetic.py'
-    sched = _schedule(q_iters, 20)
+    runs.append(Run(f'{prefix}/aqd_w2_s0_integer', dataset, det, 'integer', 2, 0, q2,
+                    parent=f'{prefix}/aqd_w2_s0', integer='int'))
+    if spec.simulation:
+        runs.append(Run(f'{prefix}/aqd_w2_s0_simulation', dataset, det, 'simulation', 2, 0,
+                        q2, parent=f'{prefix}/aqd_w2_s0', integer='float'))
+    if not spec.ablations:
+        return runs
+    # the FP model trained on for the fine-tunes' iterations: what the extra
+    # iterations alone give, without quantization
+    runs.append(q_run(f'{prefix}/fp_continued_s0', dataset, det, 'fp_continued', 32,
+                      f'{prefix}/fp_s0', config='retinanet_r18_fpn_aqd-fp32_synthetic.py'))
     for norm in ('SharedLevelBN', 'GN'):
         norm_cfg = dict(type=norm) if norm != 'GN' else dict(type='GN', num_groups=32,
                                                              _delete_=True)
         head = dict(model=dict(bbox_head=dict(norm_cfg=norm_cfg)))
-        runs.append(Run(f'{prefix}/fp_{norm}_s0', 'synthetic', 'retinanet', f'fp_{norm}', 32,
-                        0, 'retinanet_r18_fpn_aqd-fp32_synthetic.py',
-                        _merge(_schedule(fp_iters['synthetic'], 50), head),
-                        iters=fp_iters['synthetic']))
-        runs.append(Run(f'{prefix}/head_{norm}_w2_s0', 'synthetic', 'retinanet',
-                        f'head_{norm}', 2, 0, q2, _merge(sched, head),
-                        parent=f'{prefix}/fp_{norm}_s0', iters=q_iters))
+        runs.append(fp_run(f'{prefix}/fp_{norm}_s0', dataset, det, f'fp_{norm}', 0, head))
+        runs.append(q_run(f'{prefix}/head_{norm}_w2_s0', dataset, det, f'head_{norm}', 2,
+                          f'{prefix}/fp_{norm}_s0', extra=head))
     for scope in ('backbone', 'backbone+neck'):
-        runs.append(Run(f'{prefix}/scope_{scope}_w2_s0', 'synthetic', 'retinanet',
-                        f'scope_{scope}', 2, 0, q2,
-                        _merge(sched, dict(model=dict(quant_cfg=dict(
-                            scope=scope, overrides=STEM_8BIT)))),
-                        parent=f'{prefix}/fp_s0', iters=q_iters))
-    runs.append(Run(f'{prefix}/clip_w2_s0', 'synthetic', 'retinanet', 'quantizer_clip', 2, 0,
-                    q2, _merge(sched, dict(model=dict(quant_cfg=dict(quantizer='Clip')))),
-                    parent=f'{prefix}/fp_s0', iters=q_iters))
-    runs.append(Run(f'{prefix}/progressive_w2_s0', 'synthetic', 'retinanet', 'progressive', 2,
-                    0, 'retinanet_r18_fpn_aqd-progressive-w2a2_synthetic.py',
-                    parent=f'{prefix}/fp_s0', iters=q_iters))
+        runs.append(q_run(f'{prefix}/scope_{scope}_w2_s0', dataset, det, f'scope_{scope}', 2,
+                          f'{prefix}/fp_s0', extra=dict(model=dict(quant_cfg=dict(
+                              scope=scope, overrides=STEM_8BIT)))))
+    runs.append(q_run(f'{prefix}/clip_w2_s0', dataset, det, 'quantizer_clip', 2,
+                      f'{prefix}/fp_s0',
+                      extra=dict(model=dict(quant_cfg=dict(quantizer='Clip')))))
+    runs.append(q_run(f'{prefix}/progressive_w2_s0', dataset, det, 'progressive', 2,
+                      f'{prefix}/fp_s0', extra=progressive_hooks(spec.q_iters[dataset]),
+                      config='retinanet_r18_fpn_aqd-progressive-w2a2_synthetic.py'))
     return runs
 
 
-def estimate_seconds(run: Run, val_fraction: float = 1.0) -> float:
+VAL_SIZES = {'synthetic': 500, 'neon-trees': None}
+
+
+def estimate_seconds(run: Run, val_images: Optional[int] = None) -> float:
     """Rough duration of a run on the project's 2-core CPU (for the plan's estimate).
 
     Args:
         run (Run): The run.
-        val_fraction (float): Part of the val split evaluated. Defaults to 1.
+        val_images (int, optional): Val images evaluated (None: the whole split).
 
     Returns:
         float: Seconds.
     """
-    evaluation = SECONDS_PER_EVAL[run.dataset] * val_fraction
+    evaluation = SECONDS_PER_EVAL[run.dataset]
+    if val_images is not None and VAL_SIZES[run.dataset]:
+        evaluation *= min(1.0, val_images / VAL_SIZES[run.dataset])
     if run.integer:
-        return INTEGER_EVAL_FACTOR * evaluation
+        return SECONDS_PER_RUN + INTEGER_EVAL_FACTOR * evaluation
     per_iter = SECONDS_PER_ITER[(run.dataset, run.bits != 32)]
-    return run.iters * per_iter + evaluation
+    return SECONDS_PER_RUN + run.iters * per_iter + evaluation
+
+
+def plan_seconds(mode: str, plan: Sequence[Run]) -> float:
+    """Estimated seconds of ``plan``'s runs plus the cost measurements of ``mode``."""
+    spec = PLANS[mode]
+    total = sum(estimate_seconds(run, spec.val_images.get(run.dataset)) for run in plan)
+    return total + (COST_SECONDS_PER_REPEAT * (spec.cost_repeats + 1) + SECONDS_PER_RUN
+                    if spec.cost_repeats else 0)
 
 
 def render_config(run: Run, load_from: Optional[str], val_ann: Optional[str]) -> str:
@@ -320,9 +414,75 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str]) -> Dict:
     return result
 
 
+def measure_costs(root: str, python: str, repeats: int) -> Dict:
+    """Run ``detector_costs.py`` on the study's FP, 4- and 2-bit RetinaNet (digits, seed 0).
+
+    Args:
+        root (str): Root of the runs' work dirs.
+        python (str): The interpreter to run the tool with.
+        repeats (int): Timed rounds.
+
+    Returns:
+        dict: The tool's JSON result (cached in ``root/costs/costs.json``).
+
+    Raises:
+        RuntimeError: If a run it needs has no checkpoint or the tool fails.
+    """
+    out_dir = osp.join(root, 'costs')
+    out = osp.join(out_dir, 'costs.json')
+    if osp.isfile(out):
+        with open(out) as f:
+            return json.load(f)
+    os.makedirs(out_dir, exist_ok=True)
+    names = [f'synthetic/retinanet/{n}_s0' for n in ('fp', 'aqd_w4', 'aqd_w2')]
+    configs = [osp.join(root, n, 'config.py') for n in names]
+    ckpts = [last_checkpoint(osp.join(root, n)) for n in names]
+    if None in ckpts:
+        raise RuntimeError(f'costs: {names[ckpts.index(None)]} has no checkpoint')
+    cmd = [python, osp.join(ROOT, 'tools', 'benchmarks', 'detector_costs.py'), *configs,
+           '--checkpoints', *ckpts, '--repeats', str(repeats), '--out', out]
+    with open(osp.join(out_dir, 'study.log'), 'w') as log:
+        code = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise RuntimeError(f'costs: {" ".join(cmd)} failed (exit {code}); see '
+                           f'{osp.join(out_dir, "study.log")}')
+    with open(out) as f:
+        return json.load(f)
+
+
+def val_subsets(mode: str, root: str) -> Dict[str, Optional[str]]:
+    """Annotation files of the plan's val subsets (the first images), per dataset.
+
+    Args:
+        mode (str): The plan.
+        root (str): Where to write them.
+
+    Returns:
+        dict: Dataset -> annotation file, or None for the whole split.
+    """
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    from demo import write_subset
+    subsets: Dict[str, Optional[str]] = {}
+    for dataset, num in PLANS[mode].val_images.items():
+        if num is None:
+            subsets[dataset] = None
+            continue
+        ann = osp.join(root, f'{dataset}_val_first{num}.json')
+        os.makedirs(root, exist_ok=True)
+        src = 'synthetic' if dataset == 'synthetic' else 'neon_trees'
+        write_subset(osp.join(ROOT, 'data', src, 'annotations', 'val.json'), ann, num)
+        subsets[dataset] = ann
+    return subsets
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='AQD reproduction study (mmaqd)')
-    parser.add_argument('--quick', action='store_true', help='the ~10 minute plan')
+    parser.add_argument('--plan', choices=sorted(PLANS), default='full',
+                        help='full: the study within 2 hours of a 2-core CPU (default); '
+                        'quick: the machinery in about 10 minutes; large: the configs\' '
+                        'own schedules, 3 seeds everywhere (about 12 hours on 2 cores)')
+    parser.add_argument('--quick', action='store_const', const='quick', dest='plan',
+                        help='the same as --plan quick')
     parser.add_argument('--dry-run', action='store_true',
                         help='print the plan and its time estimate, run nothing')
     parser.add_argument('--only', help='run only rows whose name contains this string '
@@ -330,50 +490,66 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'study_runs'),
                         help='root of the runs\' work dirs (the cache)')
     parser.add_argument('--out', help='results JSON (default: docs/results/'
-                        'benchmarks[_quick].json)')
+                        'benchmarks[_PLAN].json, no suffix for full)')
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parse_args(argv)
-    mode = 'quick' if args.quick else 'full'
+    mode = args.plan
+    spec = PLANS[mode]
     plan = build_plan(mode)
     if args.only:
         plan = [run for run in plan if args.only in run.name]
-    fraction = QUICK_VAL_FRACTION if args.quick else 1.0
-    total = sum(estimate_seconds(run, fraction) for run in plan)
+    total = plan_seconds(mode, plan)
     print(f'{mode} plan: {len(plan)} runs, about {total / 60:.0f} min on a 2-core CPU '
           f'(without cached runs)')
     if args.dry_run:
         for run in plan:
             print(f'  {run.name:45s} {run.config:52s} '
-                  f'{estimate_seconds(run, fraction) / 60:5.1f} min')
+                  f'{estimate_seconds(run, spec.val_images.get(run.dataset)) / 60:5.1f} min')
         return dict(mode=mode, runs=[asdict(r) for r in plan], estimate_seconds=total)
     root = osp.join(args.work_dir, mode)
-    val_ann = None
-    if args.quick:
-        sys.path.insert(0, osp.join(ROOT, 'tools'))
-        from demo import write_subset
-        val_ann = osp.join(root, f'val_first{QUICK_VAL_IMAGES}.json')
-        os.makedirs(root, exist_ok=True)
-        write_subset(osp.join(ROOT, 'data', 'synthetic', 'annotations', 'val.json'), val_ann,
-                     QUICK_VAL_IMAGES)
-    rows = []
+    subsets = val_subsets(mode, root)
+    rows, failed = [], {}
+    start = time.time()
     for run in plan:
         print(f'=== {run.name}', flush=True)
-        row = execute(run, root, sys.executable, val_ann)
+        if run.parent in failed:
+            failed[run.name] = f'parent {run.parent} failed'
+            print(f'    skipped: {failed[run.name]}', flush=True)
+            continue
+        try:
+            row = execute(run, root, sys.executable, subsets.get(run.dataset))
+        except RuntimeError as err:  # a failed row must not stop the other rows
+            failed[run.name] = str(err)
+            print(f'    FAILED: {err}', flush=True)
+            continue
         print(f'    bbox mAP {row["metrics"]["coco/bbox_mAP"]:.3f} ({row["seconds"]:.0f} s)',
               flush=True)
         rows.append(row)
+    costs = None
+    if spec.cost_repeats and not args.only:
+        print('=== costs', flush=True)
+        try:
+            costs = measure_costs(root, sys.executable, spec.cost_repeats)
+        except RuntimeError as err:
+            failed['costs'] = str(err)
+            print(f'    FAILED: {err}', flush=True)
     result = dict(mode=mode, date=time.strftime('%Y-%m-%d'), machine=dict(
         cpus=os.cpu_count(), platform=platform.platform(), python=platform.python_version()),
-        command='python tools/benchmarks/aqd_study.py' + (' --quick' if args.quick else ''),
-        val_subset=val_ann is not None, rows=rows)
+        command='python tools/benchmarks/aqd_study.py' + ('' if mode == 'full' else
+                                                          f' --plan {mode}'),
+        minutes=round((time.time() - start) / 60, 1),  # this call's, cached rows free
+        rows_minutes=round(sum(row['seconds'] for row in rows) / 60, 1),  # when they ran
+        val_images={d: n for d, n in spec.val_images.items()},
+        rows=rows, costs=costs, failed=failed)
     out = args.out or osp.join(ROOT, 'docs', 'results',
-                               f'benchmarks{"_quick" if args.quick else ""}.json')
+                               f'benchmarks{"" if mode == "full" else "_" + mode}.json')
     with open(out, 'w') as f:
         json.dump(result, f, indent=1)
-    print(f'results: {out}')
+    print(f'results: {out} ({len(rows)} rows, {len(failed)} failed, '
+          f'{result["minutes"]} min)')
     return result
 
 

@@ -21,6 +21,8 @@ from typing import Dict, Optional, Sequence
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from timing import interleaved_times  # noqa: E402
 from verify_integer import build_model, generated_images  # noqa: E402
 
 from mmaqd.integer import convert_detector, ops  # noqa: E402
@@ -94,15 +96,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         'integer engine (int64)': lambda: engine(x, 'int'),
         'float64 simulation': lambda: engine(x, 'float'),
     }
-    times = defaultdict(list)
     with torch.no_grad():
-        for fn in runs.values():  # warm-up
-            fn()
-        for _ in range(args.repeats):
-            for name, fn in runs.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+        times = interleaved_times(runs, args.repeats)
         breakdown = defaultdict(float)
         with op_timers(breakdown):
             start = time.perf_counter()

@@ -11,8 +11,9 @@ Example::
     python tools/benchmarks/quant_overhead.py --quantizers LSQ Clip MinMax --profile
 """
 import argparse
+import os.path as osp
 import statistics
-import time
+import sys
 from typing import Callable, Dict, List
 
 import torch
@@ -22,6 +23,9 @@ from torch import nn
 
 import mmaqd.models.layers  # noqa: F401  (registers QConv / QBN)
 from mmaqd.quant import QUANTIZER_TYPES
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from timing import interleaved_times  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -82,16 +86,8 @@ def main() -> None:
     models = build_models(args.bits, args.quantizers)
     steps = {name: make_step(model, x) for name, model in models.items()}
 
-    # The first pass also initialises the LSQ steps from data.
-    for _ in range(args.warmup):
-        for step in steps.values():
-            step()
-    times: Dict[str, List[float]] = {name: [] for name in steps}
-    for _ in range(args.repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
+    # The first (warm-up) pass also initialises the LSQ steps from data.
+    times = interleaved_times(steps, args.repeats, args.warmup)
 
     print(f'ResNet-18, input {args.batch}x3x{args.size}x{args.size}, forward+backward, '
           f'{args.bits} bits, {args.repeats} repeats, {torch.get_num_threads()} threads')

@@ -20,6 +20,8 @@ README_BEGIN, README_END = '<!-- study:begin -->', '<!-- study:end -->'
 #: AQD's accuracy goals: how far below FP each bit width may be, in mAP (0.01 = 1 AP).
 BIT_GOALS = {4: 0.0, 3: 0.01, 2: 0.02}
 BITS_ORDER = (4, 3, 2)
+#: The most a QAT train step may cost, relative to the FP step.
+QAT_STEP_GOAL = 1.3
 
 Key = Tuple[str, str, str, int]  # dataset, detector, method, bits
 
@@ -47,15 +49,17 @@ def aggregate(rows: Sequence[Dict]) -> Dict[Key, Dict[str, float]]:
     return out
 
 
-def goals(table: Dict[Key, Dict[str, float]]) -> List[Dict]:
+def goals(table: Dict[Key, Dict[str, float]], costs: Optional[Dict] = None) -> List[Dict]:
     """Each AQD goal the results can judge: the numbers and whether it was met.
 
     Goals: w4 >= FP, w3 >= FP - 1 AP, w2 >= FP - 2 AP (mean over seeds); AQD above the
     min-max baseline at each bit width; multi-level BN above shared BN and GN at 2
-    bits; integer engine mAP equal to its float64 simulation's.
+    bits; integer engine mAP equal to its float64 simulation's; a QAT train step at
+    most 1.3 times the FP one.
 
     Args:
         table (dict): From :func:`aggregate`.
+        costs (dict, optional): ``detector_costs.py``'s result.
 
     Returns:
         list[dict]: ``goal``, ``value`` (text) and ``met`` (bool).
@@ -91,6 +95,9 @@ def goals(table: Dict[Key, Dict[str, float]]) -> List[Dict]:
         found.append(dict(goal='integer engine mAP == float64 simulation mAP',
                           value=f'{integer["map"]:.4f} vs {simulation["map"]:.4f}',
                           met=integer['map'] == simulation['map']))
+    for name, ratio in sorted((costs or {}).get('train_step_vs_fp', {}).items()):
+        found.append(dict(goal=f'{name} QAT train step <= {QAT_STEP_GOAL}x FP',
+                          value=f'{ratio:.2f}x', met=ratio <= QAT_STEP_GOAL))
     return found
 
 
@@ -122,8 +129,26 @@ def main_table(table: Dict[Key, Dict[str, float]]) -> str:
     return '\n'.join(lines)
 
 
+#: What each 2-bit ablation row changes (the AQD row: multi-level BN heads, LSQ,
+#: everything quantized, direct 2 bits, fake-quant evaluation).
+ABLATIONS = {
+    'aqd': 'AQD (multi-level BN head, LSQ, all layers, direct)',
+    'head_SharedLevelBN': 'head norm: one BN shared by the levels',
+    'head_GN': 'head norm: GroupNorm (mmdet\'s default)',
+    'scope_backbone': 'scope: backbone only',
+    'scope_backbone+neck': 'scope: backbone + FPN',
+    'quantizer_clip': 'quantizer: clip variant (learned clip, STE)',
+    'progressive': 'schedule: progressive 8 -> 4 -> 3 -> 2 bits',
+    'integer': 'integer engine (int64) of the AQD seed-0 model',
+    'simulation': 'float64 simulation of that integer program',
+}
+
+
 def ablation_table(table: Dict[Key, Dict[str, float]]) -> str:
-    """Markdown: every 2-bit row on RetinaNet / digits except the min-max baseline.
+    """Markdown: every 2-bit variant on RetinaNet / digits except the min-max baseline.
+
+    A head-norm variant starts from its own FP model, whose mAP is in the FP column;
+    the others start from the AQD rows' FP model.
 
     Args:
         table (dict): From :func:`aggregate`.
@@ -131,11 +156,73 @@ def ablation_table(table: Dict[Key, Dict[str, float]]) -> str:
     Returns:
         str: The table.
     """
-    lines = ['| 2-bit RetinaNet-R18, digits | bbox mAP | AP50 | seeds |', '|---|---|---|---|']
-    for (dataset, det, method, bits), entry in sorted(table.items()):
-        if (dataset, det, bits) == ('synthetic', 'retinanet', 2) and method != 'minmax':
-            lines.append(f'| {method} | {entry["map"]:.3f} | {entry["ap50"]:.3f} | '
-                         f'{entry["n"]} |')
+    lines = ['| 2-bit RetinaNet-R18, digits | FP start | bbox mAP | AP50 | seeds |',
+             '|---|---|---|---|---|']
+    fp = table.get(('synthetic', 'retinanet', 'fp', 32))
+    for method, label in ABLATIONS.items():
+        entry = table.get(('synthetic', 'retinanet', method, 2))
+        if not entry:
+            continue
+        start = fp
+        if method.startswith('head_'):
+            start = table.get(('synthetic', 'retinanet', 'fp_' + method[5:], 32))
+        start_text = f'{start["map"]:.3f}' if start else '–'
+        std = f' ± {entry["map_std"]:.3f}' if entry['n'] > 1 else ''
+        lines.append(f'| {label} | {start_text} | {entry["map"]:.3f}{std} | '
+                     f'{entry["ap50"]:.3f} | {entry["n"]} |')
+    return '\n'.join(lines)
+
+
+def control_table(table: Dict[Key, Dict[str, float]], rows: Sequence[Dict]) -> str:
+    """Markdown: the FP model trained on for the fine-tunes' iterations vs AQD (seed 0).
+
+    Args:
+        table (dict): From :func:`aggregate`.
+        rows (list[dict]): The results' rows (for the seed-0 values).
+
+    Returns:
+        str: The table, or '' without the control row.
+    """
+    seed0 = {(r['method'], int(r['bits'])): r['metrics']['coco/bbox_mAP'] for r in rows
+             if (r['dataset'], r['detector'], r['seed']) == ('synthetic', 'retinanet', 0)}
+    if ('fp_continued', 32) not in seed0:
+        return ''
+    lines = ['| RetinaNet-R18, digits, seed 0 | bbox mAP |', '|---|---|']
+    labels = ((('fp', 32), 'FP'), (('fp_continued', 32), "FP + the fine-tune's iterations in FP"),
+              (('aqd', 4), 'AQD w4a4'), (('aqd', 3), 'AQD w3a3'), (('aqd', 2), 'AQD w2a2'))
+    for key, label in labels:
+        if key in seed0:
+            lines.append(f'| {label} | {seed0[key]:.3f} |')
+    return '\n'.join(lines)
+
+
+def costs_table(costs: Optional[Dict]) -> str:
+    """Markdown: train-step and forward times relative to FP, and file sizes.
+
+    Args:
+        costs (dict, optional): ``detector_costs.py``'s result.
+
+    Returns:
+        str: The tables, or '' without costs.
+    """
+    if not costs:
+        return ''
+    batch = 'x'.join(str(n) for n in costs['train_input'])
+    image = 'x'.join(str(n) for n in costs['forward_input'])
+    lines = [f'Measured side by side in one process (`{costs["command"]}`; '
+             f'{costs["threads"]} threads, median of {costs["repeats"]} interleaved rounds '
+             'of per-round ratios).', '',
+             f'| train step ({batch}) | ms | vs FP |', '|---|---|---|']
+    for name, sec in costs['train_step_seconds'].items():
+        ratio = costs['train_step_vs_fp'].get(name)
+        lines.append(f'| {name} | {sec * 1e3:.0f} | {f"{ratio:.2f}x" if ratio else "1"} |')
+    lines += ['', f'| forward ({image}) | ms | vs FP |', '|---|---|---|']
+    for name, sec in costs['forward_seconds'].items():
+        ratio = costs['forward_vs_fp'].get(name)
+        lines.append(f'| {name} | {sec * 1e3:.0f} | {f"{ratio:.2f}x" if ratio else "1"} |')
+    lines += ['', '| file | MB | vs FP32 weights |', '|---|---|---|']
+    for name, size in costs['file_bytes'].items():
+        lines.append(f'| {name} | {size / 1e6:.2f} | {costs["file_vs_fp32"][name]:.3f} |')
     return '\n'.join(lines)
 
 
@@ -192,29 +279,45 @@ def replace_block(text: str, block: str) -> str:
     return text[:begin + len(README_BEGIN)] + '\n' + block + '\n' + text[end:]
 
 
-def render(results: Dict, figure: str) -> str:
+def render(results: Dict, figure: str, notes: Optional[str] = None) -> str:
     """The markdown report of one results file.
 
     Args:
         results (dict): The study's results JSON.
         figure (str): Path of the plot (linked by file name).
+        notes (str, optional): Hand-written reading of the results, appended.
 
     Returns:
         str: The report.
     """
     table = aggregate(results['rows'])
-    checks = goals(table)
+    checks = goals(table, results.get('costs'))
+    subsets = ', '.join(f'{d}: {"all" if n is None else f"the first {n}"}'
+                        for d, n in results.get('val_images', {}).items())
     lines = [f'# AQD study ({results["mode"]} plan)', '',
              f'Produced by `{results["command"]}` on {results["date"]} '
-             f'({results["machine"]["cpus"]} CPUs, {results["machine"]["platform"]}). '
+             f'({results["machine"]["cpus"]} CPUs, {results["machine"]["platform"]}'
+             + (f'; the runs took {results["rows_minutes"]} min' if results.get('rows_minutes')
+                else '') + '). '
              'Seeds: the number in parentheses; ± is the sample std over them.'
-             + (' Evaluated on a subset of the val split.' if results.get('val_subset') else ''),
+             + (f' Val images evaluated: {subsets}.' if subsets else ''),
              '', '## Accuracy vs bits', '', main_table(table), '',
-             f'![mAP vs bits]({osp.basename(figure)})', '', '## Ablations at 2 bits', '',
-             ablation_table(table), '', '## Goals', '', '| goal | result | met |',
-             '|---|---|---|']
+             f'![mAP vs bits]({osp.basename(figure)})', '']
+    control = control_table(table, results['rows'])
+    if control:
+        lines += ['## Control: FP trained on', '', control, '']
+    lines += ['## Ablations at 2 bits', '', ablation_table(table), '']
+    costs = costs_table(results.get('costs'))
+    if costs:
+        lines += ['## Costs', '', costs, '']
+    lines += ['## Goals', '', '| goal | result | met |', '|---|---|---|']
     lines += [f'| {c["goal"]} | {c["value"]} | {"yes" if c["met"] else "**no**"} |'
               for c in checks]
+    if results.get('failed'):
+        lines += ['', '## Failed runs', '']
+        lines += [f'- {name}: {why}' for name, why in results['failed'].items()]
+    if notes:
+        lines += ['', notes.strip()]
     lines += ['', '## Runs', '', '| run | command | bbox mAP | seconds |', '|---|---|---|---|']
     lines += [f'| {r["name"]} | `{r["command"]}` | {r["metrics"]["coco/bbox_mAP"]:.3f} | '
               f'{r["seconds"]:.0f} |' for r in results['rows']]
@@ -226,6 +329,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('results', help='JSON written by tools/benchmarks/aqd_study.py')
     parser.add_argument('--md', default=osp.join(ROOT, 'docs', 'benchmarks.md'),
                         help='markdown report to write')
+    parser.add_argument('--notes', help='markdown file with the reading of the results, '
+                        'appended to the report')
     parser.add_argument('--readme', default=osp.join(ROOT, 'README.md'),
                         help='README whose study block to replace ("" to skip)')
     return parser.parse_args(argv)
@@ -237,7 +342,11 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         results = json.load(f)
     figure = osp.splitext(args.md)[0] + '_map_vs_bits.png'
     plot(aggregate(results['rows']), figure)
-    report = render(results, figure)
+    notes = None
+    if args.notes:
+        with open(args.notes) as f:
+            notes = f.read()
+    report = render(results, figure, notes)
     with open(args.md, 'w') as f:
         f.write(report)
     if args.readme:
