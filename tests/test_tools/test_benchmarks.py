@@ -35,12 +35,14 @@ def test_load_models_refuses_a_wrong_order_or_count():
         costs.load_models(CONFIGS[1:], None, 64)
     with pytest.raises(ValueError, match='3 configs but 1 checkpoints'):
         costs.load_models(CONFIGS, ['a.pth'], 64)
+    with pytest.raises(ValueError, match='two configs named w4a4'):
+        costs.load_models([CONFIGS[0], CONFIGS[1], CONFIGS[1]], None, 64)
 
 
 def test_costs_of_tiny_detectors(tmp_path):
     out = tmp_path / 'costs.json'
     result = costs.main([*CONFIGS, '--repeats', '1', '--batch', '2', '--size', '64',
-                         '--threads', '1', '--out', str(out)])
+                         '--out', str(out)])
     assert out.is_file()
     assert set(result['train_step_vs_fp']) == {'w4a4', 'w2a2'}
     for name, ratio in result['train_step_vs_fp'].items():  # one round: the plain ratio
@@ -51,6 +53,6 @@ def test_costs_of_tiny_detectors(tmp_path):
     sizes = result['file_vs_fp32']
     # 2- and 4-bit weights (8-bit stem and predictors) packed: well under 1/4 of FP32
     assert sizes['w2a2 integer export'] < sizes['w4a4 integer export'] < 0.25
-    assert sizes['FP fp32 weights'] == 1.0
+    assert result['file_bytes']['FP fp32 weights'] > 4 * 11e6  # ResNet-18 alone: 11.7 M
     if 'w4a4 onnx' in sizes:  # with the deploy extra
         assert sizes['w4a4 onnx'] < 0.5

@@ -7,19 +7,24 @@ cached in their work dirs, so an interrupted study continues where it stopped.
 The results go to one JSON file; ``tools/benchmarks/study_report.py`` turns it
 into ``docs/benchmarks.md``, the plot and README's results table.
 
-Plans:
-- ``full``: generated digits and NEON trees, RetinaNet-R18 and FCOS-R18: FP and
-  AQD w4a4/w3a3/w2a2 with 3 seeds, the min-max QAT baseline (seed 0), and the
-  2-bit ablations on RetinaNet / digits (head norm, scope, quantizer,
-  progressive vs direct, integer engine vs fake-quant).
-- ``quick``: RetinaNet on the digits only, short FP and fine-tunes, evaluated on
-  the first 50 val images: the machinery end to end in about 10 minutes.
+Plans (``PLANS``; ``--dry-run`` prints one with its time estimate):
+- ``quick`` (about 9 min on 2 cores): RetinaNet on the digits, FP, AQD w4/w2, min-max
+  w2, the integer engine and the costs, short schedules, 50 val images.
+- ``full`` (about 110 min on 2 cores): digits and NEON trees, RetinaNet-R18 and
+  FCOS-R18: FP and AQD w4a4/w3a3/w2a2 (3 seeds for RetinaNet on the digits), the
+  min-max QAT baseline (all bit widths for RetinaNet on the digits, 2 bits
+  elsewhere), the 2-bit ablations on RetinaNet / digits (head norm, scope,
+  quantizer, progressive vs direct, integer engine vs fake-quant), an FP control
+  trained on for the fine-tunes' iterations, and the costs; FP 200 / 250 and
+  fine-tunes 50 iterations, the first 200 digits val images.
+- ``large`` (about 12 h on 2 cores; a GPU machine or a night): the configs' own
+  schedules, 3 seeds and every min-max bit width everywhere, all val images.
 
 Examples::
 
     python tools/benchmarks/aqd_study.py --quick --dry-run   # the plan and its estimate
     python tools/benchmarks/aqd_study.py --quick
-    python tools/benchmarks/aqd_study.py --out docs/results/benchmarks.json
+    python tools/benchmarks/aqd_study.py            # the full plan
 """
 import argparse
 import glob
@@ -47,6 +52,8 @@ SECONDS_PER_RUN = 25
 COST_SECONDS_PER_REPEAT = 15
 #: The int64 engine's evaluation time relative to the fake-quant model's.
 INTEGER_EVAL_FACTOR = 5
+#: The quantized configs' AdamW lr (10x below the FP configs'), for the FP control.
+FINE_TUNE_LR = 1e-4
 STEM_8BIT = [dict(pattern=r'^backbone\.conv1$', w_bits=8)]
 
 
@@ -242,7 +249,8 @@ def build_plan(mode: str) -> List[Run]:
     # the FP model trained on for the fine-tunes' iterations: what the extra
     # iterations alone give, without quantization
     runs.append(q_run(f'{prefix}/fp_continued_s0', dataset, det, 'fp_continued', 32,
-                      f'{prefix}/fp_s0', config='retinanet_r18_fpn_aqd-fp32_synthetic.py'))
+                      f'{prefix}/fp_s0', config='retinanet_r18_fpn_aqd-fp32_synthetic.py',
+                      extra=dict(optim_wrapper=dict(optimizer=dict(lr=FINE_TUNE_LR)))))
     for norm in ('SharedLevelBN', 'GN'):
         norm_cfg = dict(type=norm) if norm != 'GN' else dict(type='GN', num_groups=32,
                                                              _delete_=True)
@@ -285,12 +293,13 @@ def estimate_seconds(run: Run, val_images: Optional[int] = None) -> float:
     return SECONDS_PER_RUN + run.iters * per_iter + evaluation
 
 
-def plan_seconds(mode: str, plan: Sequence[Run]) -> float:
-    """Estimated seconds of ``plan``'s runs plus the cost measurements of ``mode``."""
+def plan_seconds(mode: str, plan: Sequence[Run], costs: bool = True) -> float:
+    """Estimated seconds of ``plan``'s runs plus (``costs``) the cost measurements."""
     spec = PLANS[mode]
     total = sum(estimate_seconds(run, spec.val_images.get(run.dataset)) for run in plan)
-    return total + (COST_SECONDS_PER_REPEAT * (spec.cost_repeats + 1) + SECONDS_PER_RUN
-                    if spec.cost_repeats else 0)
+    if costs and spec.cost_repeats:
+        total += COST_SECONDS_PER_REPEAT * (spec.cost_repeats + 1) + SECONDS_PER_RUN
+    return total
 
 
 def render_config(run: Run, load_from: Optional[str], val_ann: Optional[str]) -> str:
@@ -335,7 +344,10 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
 
 
 def final_metrics(work_dir: str) -> Optional[Dict[str, float]]:
-    """The last val metrics mmengine logged in a work dir (newest run folder first).
+    """The last val metrics mmengine logged in the newest run folder of a work dir.
+
+    Older folders (earlier attempts of the same row) are not read: a rerun that
+    logged no metrics must not report an earlier attempt's.
 
     Args:
         work_dir (str): The run's work dir.
@@ -343,19 +355,47 @@ def final_metrics(work_dir: str) -> Optional[Dict[str, float]]:
     Returns:
         dict | None: ``coco/*`` metrics, or None if none were logged.
     """
-    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')),
-                       reverse=True):
-        with open(path) as f:
-            lines = [json.loads(line) for line in f if line.strip()]
-        for entry in reversed(lines):
-            if 'coco/bbox_mAP' in entry:
-                return {k: float(v) for k, v in entry.items() if k.startswith('coco/')}
+    paths = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    if not paths:
+        return None
+    with open(paths[-1]) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    for entry in reversed(lines):
+        if 'coco/bbox_mAP' in entry:
+            return {k: float(v) for k, v in entry.items() if k.startswith('coco/')}
     return None
 
 
 def result_path(work_dir: str) -> str:
     """Where a finished run's row is cached."""
     return osp.join(work_dir, 'study_result.json')
+
+
+def cache_is_valid(run: Run, root: str) -> bool:
+    """Whether a run's cached result is still its result.
+
+    It is not when the run's definition changed (config, changes, iterations, seed,
+    parent...) or its parent finished after it (the parent was rerun).
+
+    Args:
+        run (Run): The planned run.
+        root (str): Root of the runs' work dirs.
+
+    Returns:
+        bool: True if the cached result can be reused.
+    """
+    cached = result_path(osp.join(root, run.name))
+    if not osp.isfile(cached):
+        return False
+    with open(cached) as f:
+        row = json.load(f)
+    # through JSON, as the cached row went (tuples become lists)
+    if any(row.get(key) != value for key, value in json.loads(json.dumps(asdict(run))).items()):
+        return False
+    if run.parent is None:
+        return True
+    parent = result_path(osp.join(root, run.parent))
+    return osp.isfile(parent) and osp.getmtime(parent) <= osp.getmtime(cached)
 
 
 def execute(run: Run, root: str, python: str, val_ann: Optional[str]) -> Dict:
@@ -375,7 +415,7 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str]) -> Dict:
     """
     work_dir = osp.join(root, run.name)
     cached = result_path(work_dir)
-    if osp.isfile(cached):
+    if cache_is_valid(run, root):
         with open(cached) as f:
             return json.load(f)
     os.makedirs(work_dir, exist_ok=True)
@@ -490,7 +530,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'study_runs'),
                         help='root of the runs\' work dirs (the cache)')
     parser.add_argument('--out', help='results JSON (default: docs/results/'
-                        'benchmarks[_PLAN].json, no suffix for full)')
+                        'benchmarks[_PLAN].json, no suffix for full; with --only: '
+                        'results_only.json in the plan\'s work dir)')
     return parser.parse_args(argv)
 
 
@@ -501,7 +542,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     plan = build_plan(mode)
     if args.only:
         plan = [run for run in plan if args.only in run.name]
-    total = plan_seconds(mode, plan)
+    total = plan_seconds(mode, plan, costs=not args.only)
     print(f'{mode} plan: {len(plan)} runs, about {total / 60:.0f} min on a 2-core CPU '
           f'(without cached runs)')
     if args.dry_run:
@@ -544,8 +585,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         rows_minutes=round(sum(row['seconds'] for row in rows) / 60, 1),  # when they ran
         val_images={d: n for d, n in spec.val_images.items()},
         rows=rows, costs=costs, failed=failed)
-    out = args.out or osp.join(ROOT, 'docs', 'results',
-                               f'benchmarks{"" if mode == "full" else "_" + mode}.json')
+    out = args.out or (osp.join(root, 'results_only.json') if args.only else osp.join(
+        ROOT, 'docs', 'results', f'benchmarks{"" if mode == "full" else "_" + mode}.json'))
     with open(out, 'w') as f:
         json.dump(result, f, indent=1)
     print(f'results: {out} ({len(rows)} rows, {len(failed)} failed, '

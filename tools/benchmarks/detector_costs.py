@@ -1,7 +1,8 @@
 """What quantization costs a detector, measured side by side in one process.
 
-- Train step: one SGD step (forward, losses, backward, update) of the FP detector
-  and of each quantized one on the same batch, taking turns repeat by repeat.
+- Train step: one step (forward, losses, backward, update with each config's own
+  optimizer wrapper, e.g. AdamW with gradient clipping) of the FP detector and of
+  each quantized one on the same generated batch, taking turns repeat by repeat.
 - Forward: the FP model, each fake-quant model, its integer engine (int64) and the
   engine's float64 simulation on the same image, taking turns.
 - Sizes: the FP32 weights (the state dict as ``torch.save`` writes it) against
@@ -9,9 +10,10 @@
   if ``onnx`` is installed, its QDQ ONNX file.
 
 Ratios are medians of per-repeat ratios, so they hold on a shared machine; the
-absolute times do not. Without checkpoints the models are randomly initialised
-(the quantizers calibrated on generated images): times and sizes do not depend
-on the weights' values.
+absolute times do not. Forward times and sizes are measured first, on the
+weights as loaded, the train steps last. Without checkpoints the models are
+randomly initialised (the quantizers calibrated on generated images): times and
+sizes do not depend on the weights' values.
 
 The last line printed is one JSON object.
 
@@ -29,11 +31,11 @@ import os.path as osp
 import statistics
 import sys
 import tempfile
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
-from mmengine.optim import OptimWrapper
+from mmengine.optim import build_optim_wrapper
 
 _HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(_HERE))
@@ -68,7 +70,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def load_models(configs: Sequence[str], checkpoints: Optional[Sequence[str]],
-                size: int) -> Dict[str, torch.nn.Module]:
+                size: int) -> Tuple[Dict[str, torch.nn.Module], Dict[str, Config]]:
     """Build the detectors; load checkpoints, else calibrate the quantizers on images.
 
     Args:
@@ -77,7 +79,8 @@ def load_models(configs: Sequence[str], checkpoints: Optional[Sequence[str]],
         size (int): Side of the calibration images.
 
     Returns:
-        dict[str, nn.Module]: Short name (``'FP'`` or ``'w{bits}a{bits}'``) -> model.
+        tuple: Short name (``'FP'`` or ``'w{bits}a{bits}'``) -> model, and the same
+        names -> their configs.
 
     Raises:
         ValueError: If the counts differ, the first config is quantized or a later
@@ -86,7 +89,7 @@ def load_models(configs: Sequence[str], checkpoints: Optional[Sequence[str]],
     if checkpoints is not None and len(checkpoints) != len(configs):
         raise ValueError(f'{len(configs)} configs but {len(checkpoints)} checkpoints')
     register_all_modules()
-    models = {}
+    models, cfgs = {}, {}
     for i, path in enumerate(configs):
         cfg = Config.fromfile(path)
         quant = cfg.model.get('quant_cfg')
@@ -106,19 +109,22 @@ def load_models(configs: Sequence[str], checkpoints: Optional[Sequence[str]],
                 with torch.no_grad():
                     model.train()
                     model.bbox_head(model.neck(model.backbone(calib)))
-        models[name] = model
-    return models
+        models[name], cfgs[name] = model, cfg
+    return models, cfgs
 
 
-def train_step_times(models: Dict[str, torch.nn.Module], batch: int, size: int,
-                     repeats: int) -> Dict[str, List[float]]:
-    """Seconds of one SGD step of each model on the same generated batch, interleaved."""
+def train_step_times(models: Dict[str, torch.nn.Module], cfgs: Dict[str, Config], batch: int,
+                     size: int, repeats: int) -> Dict[str, List[float]]:
+    """Seconds of one train step of each model on the same generated batch, interleaved.
+
+    Each model steps with the optimizer wrapper its config trains with.
+    """
     data = demo_mm_inputs(batch_size=batch, image_shapes=(3, size, size),
                           num_items=[4] * batch, num_classes=10)
     steps = {}
     for name, model in models.items():
         model.train()
-        wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9))
+        wrapper = build_optim_wrapper(model, cfgs[name].optim_wrapper)
         steps[name] = (lambda m, w: lambda: m.train_step(data, w))(model, wrapper)
     return interleaved_times(steps, repeats)
 
@@ -172,13 +178,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = load_models(args.configs, args.checkpoints, args.size)
-    train = train_step_times(models, args.batch, args.size, args.repeats)
+    models, cfgs = load_models(args.configs, args.checkpoints, args.size)
     for model in models.values():
         model.eval()
     engines = {name: convert_detector(m) for name, m in models.items() if name != 'FP'}
     forward = forward_times(models, engines, args.size, args.repeats)
     sizes = file_sizes(models, engines, args.size)
+    train = train_step_times(models, cfgs, args.batch, args.size, args.repeats)
     result = dict(
         command='python tools/benchmarks/detector_costs.py ' + ' '.join(
             [osp.relpath(c) for c in args.configs]
