@@ -15,8 +15,11 @@ Plans (``PLANS``; ``--dry-run`` prints one with its time estimate):
   min-max QAT baseline (all bit widths for RetinaNet on the digits, 2 bits
   elsewhere), the 2-bit ablations on RetinaNet / digits (head norm, scope,
   quantizer, progressive vs direct, integer engine vs fake-quant), an FP control
-  trained on for the fine-tunes' iterations, and the costs; FP 200 / 250 and
-  fine-tunes 50 iterations, the first 200 digits val images.
+  trained on for the fine-tunes' iterations, and the costs; digits FP 200 and
+  fine-tunes 50 iterations, the first 200 digits val images. The NEON FP models
+  train once for longer (800 iterations, about 15 min each) and are then reused
+  from the cache, or passed with ``--fp-checkpoint``: about 100 min then, 130 min
+  from an empty cache.
 - ``large`` (about 12 h on 2 cores; a GPU machine or a night): the configs' own
   schedules, 3 seeds and every min-max bit width everywhere, all val images.
 
@@ -25,6 +28,8 @@ Examples::
     python tools/benchmarks/aqd_study.py --quick --dry-run   # the plan and its estimate
     python tools/benchmarks/aqd_study.py --quick
     python tools/benchmarks/aqd_study.py            # the full plan
+    python tools/benchmarks/aqd_study.py \
+        --fp-checkpoint neon-trees/retinanet=work_dirs/demo/neon-trees/fp32/iter_800.pth
 """
 import argparse
 import glob
@@ -35,7 +40,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -110,7 +115,7 @@ PLANS = {
                              Setup('synthetic', 'fcos', (0, ), (2, )),
                              Setup('neon-trees', 'retinanet', (0, ), (2, )),
                              Setup('neon-trees', 'fcos', (0, ), (2, ))),
-                     bits=(4, 3, 2), fp_iters={'synthetic': 200, 'neon-trees': 250},
+                     bits=(4, 3, 2), fp_iters={'synthetic': 200, 'neon-trees': 800},
                      q_iters={'synthetic': 50, 'neon-trees': 50},
                      val_images={'synthetic': 200, 'neon-trees': None}, ablations=True,
                      simulation=True, cost_repeats=5),
@@ -143,6 +148,8 @@ class Run:
         iters (int): Training iterations (0 for evaluation-only rows).
         integer (str, optional): For evaluation rows: ``'int'`` or ``'float'``
             (``tools/test.py --integer``) of the parent's checkpoint.
+        checkpoint (str, optional): For an FP row: an FP model trained before
+            (``--fp-checkpoint``), evaluated and used instead of training one.
     """
     name: str
     dataset: str
@@ -155,6 +162,7 @@ class Run:
     parent: Optional[str] = None
     iters: int = 0
     integer: Optional[str] = None
+    checkpoint: Optional[str] = None
 
 
 def _schedule(iters: int, warmup: int) -> Dict:
@@ -289,6 +297,8 @@ def estimate_seconds(run: Run, val_images: Optional[int] = None) -> float:
         evaluation *= min(1.0, val_images / VAL_SIZES[run.dataset])
     if run.integer:
         return SECONDS_PER_RUN + INTEGER_EVAL_FACTOR * evaluation
+    if run.checkpoint:
+        return SECONDS_PER_RUN + evaluation
     per_iter = SECONDS_PER_ITER[(run.dataset, run.bits != 32)]
     return SECONDS_PER_RUN + run.iters * per_iter + evaluation
 
@@ -371,6 +381,37 @@ def result_path(work_dir: str) -> str:
     return osp.join(work_dir, 'study_result.json')
 
 
+def adopt_fp_checkpoints(plan: List[Run], given: Sequence[str]) -> List[Run]:
+    """Use FP models trained before as the seed-0 FP rows of their setups.
+
+    Args:
+        plan (list[Run]): The plan.
+        given (list[str]): ``DATASET/DETECTOR=CHECKPOINT`` items.
+
+    Returns:
+        list[Run]: The plan with those FP rows evaluating the checkpoints (no training).
+
+    Raises:
+        ValueError: If an item is malformed, names no FP row of the plan or its file
+            does not exist.
+    """
+    checkpoints = {}
+    for item in given:
+        setup, sep, path = item.partition('=')
+        if not sep or not path:
+            raise ValueError(f'--fp-checkpoint takes DATASET/DETECTOR=CHECKPOINT, got {item!r}')
+        if not osp.isfile(path):
+            raise ValueError(f'--fp-checkpoint {item!r}: {path!r} does not exist')
+        checkpoints[f'{setup}/fp_s0'] = osp.abspath(path)
+    names = {run.name for run in plan}
+    unknown = sorted(set(checkpoints) - names)
+    if unknown:
+        raise ValueError(f'--fp-checkpoint: the plan has no FP row {unknown[0]!r}; its FP rows: '
+                         f'{sorted(n for n in names if n.endswith("/fp_s0"))}')
+    return [replace(run, checkpoint=checkpoints[run.name], iters=0, changes={})
+            if run.name in checkpoints else run for run in plan]
+
+
 def cache_is_valid(run: Run, root: str) -> bool:
     """Whether a run's cached result is still its result.
 
@@ -429,10 +470,15 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str]) -> Dict:
         f.write(render_config(run, None if run.integer else parent_ckpt, val_ann))
     start = time.time()
     log = open(osp.join(work_dir, 'study.log'), 'w')
+    metrics_out = osp.join(work_dir, 'metrics.json')
     if run.integer:
-        metrics_out = osp.join(work_dir, 'metrics.json')
         cmd = [python, osp.join(ROOT, 'tools', 'test.py'), config, parent_ckpt, '--work-dir',
                work_dir, '--integer', run.integer, '--metrics-out', metrics_out]
+    elif run.checkpoint:
+        if not osp.isfile(run.checkpoint):
+            raise RuntimeError(f'{run.name}: checkpoint {run.checkpoint} does not exist')
+        cmd = [python, osp.join(ROOT, 'tools', 'test.py'), config, run.checkpoint,
+               '--work-dir', work_dir, '--metrics-out', metrics_out]
     else:
         cmd = [python, osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', work_dir]
     with log:
@@ -440,11 +486,14 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str]) -> Dict:
     if code != 0:
         raise RuntimeError(f'{run.name}: {" ".join(cmd)} failed (exit {code}); see '
                            f'{osp.join(work_dir, "study.log")}')
-    if run.integer:
+    if run.integer or run.checkpoint:
         with open(metrics_out) as f:
             metrics = json.load(f)
     else:
         metrics = final_metrics(work_dir)
+    if run.checkpoint:  # the children start from it
+        with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
+            f.write(run.checkpoint)
     if not metrics:
         raise RuntimeError(f'{run.name}: no bbox metrics (no detection above the threshold?)')
     result = dict(asdict(run), metrics=metrics, seconds=round(time.time() - start, 1),
@@ -527,6 +576,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='print the plan and its time estimate, run nothing')
     parser.add_argument('--only', help='run only rows whose name contains this string '
                         '(their parents must have run)')
+    parser.add_argument('--fp-checkpoint', action='append', default=[],
+                        metavar='DATASET/DETECTOR=CKPT',
+                        help='use an FP model trained before as that setup\'s seed-0 FP row '
+                        '(evaluated, not trained), e.g. neon-trees/retinanet=work_dirs/demo/'
+                        'neon-trees/fp32/iter_800.pth; repeatable')
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'study_runs'),
                         help='root of the runs\' work dirs (the cache)')
     parser.add_argument('--out', help='results JSON (default: docs/results/'
@@ -539,7 +593,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parse_args(argv)
     mode = args.plan
     spec = PLANS[mode]
-    plan = build_plan(mode)
+    plan = adopt_fp_checkpoints(build_plan(mode), args.fp_checkpoint)
     if args.only:
         plan = [run for run in plan if args.only in run.name]
     total = plan_seconds(mode, plan, costs=not args.only)
@@ -579,8 +633,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
             print(f'    FAILED: {err}', flush=True)
     result = dict(mode=mode, date=time.strftime('%Y-%m-%d'), machine=dict(
         cpus=os.cpu_count(), platform=platform.platform(), python=platform.python_version()),
-        command='python tools/benchmarks/aqd_study.py' + ('' if mode == 'full' else
-                                                          f' --plan {mode}'),
+        command=' '.join(['python tools/benchmarks/aqd_study.py']
+                         + ([] if mode == 'full' else [f'--plan {mode}'])
+                         + [f'--fp-checkpoint {item}' for item in args.fp_checkpoint]),
         minutes=round((time.time() - start) / 60, 1),  # this call's, cached rows free
         rows_minutes=round(sum(row['seconds'] for row in rows) / 60, 1),  # when they ran
         val_images={d: n for d, n in spec.val_images.items()},
