@@ -35,13 +35,19 @@ def test_plans_fit_their_budgets_and_have_their_rows():
               if not (r.dataset == 'neon-trees' and r.method == 'fp')]
     assert study.plan_seconds('full', reused) <= 7200
     full, large = _rows('full'), _rows('large')
+    parents = {r.name: r.parent for r in study.build_plan('full')}
     for dataset in ('synthetic', 'neon-trees'):
         for det in ('retinanet', 'fcos'):
-            seeds = (0, 1, 2) if (dataset, det) == ('synthetic', 'retinanet') else (0, )
-            for rows, seeds in ((full, seeds), (large, (0, 1, 2))):
+            fp_seeds = (0, 1, 2) if (dataset, det) == ('synthetic', 'retinanet') else (0, )
+            for rows, seeds in ((full, fp_seeds), (large, (0, 1, 2))):
                 for seed in seeds:
                     assert (dataset, det, 'fp', 32, seed) in rows
+            for rows in (full, large):  # 3 AQD seeds everywhere
+                for seed in (0, 1, 2):
                     assert all((dataset, det, 'aqd', b, seed) in rows for b in (4, 3, 2))
+            for seed in (0, 1, 2):  # from their own FP seed, else from the seed-0 FP
+                parent = f'{dataset}/{det}/fp_s{seed if seed in fp_seeds else 0}'
+                assert parents[f'{dataset}/{det}/aqd_w3_s{seed}'] == parent
             assert (dataset, det, 'minmax', 2, 0) in full
             assert all((dataset, det, 'minmax', b, 0) in large for b in (4, 3, 2))
     assert all(('synthetic', 'retinanet', 'minmax', b, 0) in full for b in (4, 3, 2))

@@ -10,16 +10,17 @@ into ``docs/benchmarks.md``, the plot and README's results table.
 Plans (``PLANS``; ``--dry-run`` prints one with its time estimate):
 - ``quick`` (about 9 min on 2 cores): RetinaNet on the digits, FP, AQD w4/w2, min-max
   w2, the integer engine and the costs, short schedules, 50 val images.
-- ``full`` (about 110 min on 2 cores): digits and NEON trees, RetinaNet-R18 and
-  FCOS-R18: FP and AQD w4a4/w3a3/w2a2 (3 seeds for RetinaNet on the digits), the
+- ``full`` (about 2 h on 2 cores): digits and NEON trees, RetinaNet-R18 and
+  FCOS-R18: FP and AQD w4a4/w3a3/w2a2 with 3 seeds (for RetinaNet on the digits 3
+  FP seeds, elsewhere one FP model and 3 fine-tune seeds from it), the
   min-max QAT baseline (all bit widths for RetinaNet on the digits, 2 bits
   elsewhere), the 2-bit ablations on RetinaNet / digits (head norm, scope,
   quantizer, progressive vs direct, integer engine vs fake-quant), an FP control
   trained on for the fine-tunes' iterations, and the costs; digits FP 200 and
   fine-tunes 50 iterations, the first 200 digits val images. The NEON FP models
   train once for longer (800 iterations, about 15 min each) and are then reused
-  from the cache, or passed with ``--fp-checkpoint``: about 100 min then, 130 min
-  from an empty cache.
+  from the cache, or passed with ``--fp-checkpoint``: about 2 h then, 2.5 h from
+  an empty cache.
 - ``large`` (about 12 h on 2 cores; a GPU machine or a night): the configs' own
   schedules, 3 seeds and every min-max bit width everywhere, all val images.
 
@@ -45,10 +46,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(ROOT, 'configs', 'aqd')
-#: Seconds per training iteration on the project's 2-core CPU (measured with the
-#: CPU configs, idle machine), for the plan's time estimate only.
-SECONDS_PER_ITER = {('synthetic', False): 1.3, ('synthetic', True): 1.6,
-                    ('neon-trees', False): 1.1, ('neon-trees', True): 1.5}
+#: Seconds per training iteration on the project's 2-core CPU, for the plan's time
+#: estimate only: the typical values of the full study's rows (2026-11-27); NEON FP
+#: from its 800-iteration demo run.
+SECONDS_PER_ITER = {('synthetic', False): 1.3, ('synthetic', True): 1.4,
+                    ('neon-trees', False): 1.1, ('neon-trees', True): 0.65}
 #: Seconds of one evaluation of the whole val split (500 digits images, 11 NEON batches).
 SECONDS_PER_EVAL = {'synthetic': 45, 'neon-trees': 15}
 #: Seconds every run spends outside its iterations and evaluation (start, build, save).
@@ -69,13 +71,17 @@ class Setup:
     Attributes:
         dataset (str): ``'synthetic'`` or ``'neon-trees'``.
         detector (str): ``'retinanet'`` or ``'fcos'``.
-        seeds (tuple[int]): Seeds of its FP and AQD rows.
+        seeds (tuple[int]): Seeds of its FP rows (and of its AQD rows by default).
         minmax_bits (tuple[int]): Bit widths of its min-max QAT baseline (seed 0).
+        qat_seeds (tuple[int], optional): Seeds of its AQD rows if they differ; an AQD
+            row whose seed has no FP row fine-tunes the seed-0 FP model (one FP
+            model trained once, the quantized fine-tunes repeated).
     """
     dataset: str
     detector: str
     seeds: Tuple[int, ...]
     minmax_bits: Tuple[int, ...]
+    qat_seeds: Optional[Tuple[int, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -109,12 +115,13 @@ PLANS = {
                       fp_iters={'synthetic': 120}, q_iters={'synthetic': 40},
                       val_images={'synthetic': 50}, ablations=False, simulation=False,
                       cost_repeats=1),
-    # the study within 2 hours of the project's 2-core CPU: three seeds where the
-    # signal is (digits, RetinaNet), short schedules, a 200-image val subset
+    # the study within 2 hours of the project's 2-core CPU: three FP seeds where the
+    # signal is (digits, RetinaNet), elsewhere one FP model and three AQD seeds;
+    # short schedules, a 200-image val subset
     'full': PlanSpec(setups=(Setup('synthetic', 'retinanet', (0, 1, 2), (4, 3, 2)),
-                             Setup('synthetic', 'fcos', (0, ), (2, )),
-                             Setup('neon-trees', 'retinanet', (0, ), (2, )),
-                             Setup('neon-trees', 'fcos', (0, ), (2, ))),
+                             Setup('synthetic', 'fcos', (0, ), (2, ), (0, 1, 2)),
+                             Setup('neon-trees', 'retinanet', (0, ), (2, ), (0, 1, 2)),
+                             Setup('neon-trees', 'fcos', (0, ), (2, ), (0, 1, 2))),
                      bits=(4, 3, 2), fp_iters={'synthetic': 200, 'neon-trees': 800},
                      q_iters={'synthetic': 50, 'neon-trees': 50},
                      val_images={'synthetic': 200, 'neon-trees': None}, ablations=True,
@@ -236,10 +243,11 @@ def build_plan(mode: str) -> List[Run]:
         prefix = f'{dataset}/{det}'
         for seed in setup.seeds:
             runs.append(fp_run(f'{prefix}/fp_s{seed}', dataset, det, 'fp', seed))
-        for seed in setup.seeds:
+        for seed in setup.qat_seeds or setup.seeds:
+            parent = f'{prefix}/fp_s{seed if seed in setup.seeds else 0}'
             for bits in spec.bits:
                 runs.append(q_run(f'{prefix}/aqd_w{bits}_s{seed}', dataset, det, 'aqd', bits,
-                                  f'{prefix}/fp_s{seed}', seed))
+                                  parent, seed))
         for bits in setup.minmax_bits:
             runs.append(q_run(f'{prefix}/minmax_w{bits}_s0', dataset, det, 'minmax', bits,
                               f'{prefix}/fp_s0',

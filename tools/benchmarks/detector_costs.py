@@ -188,7 +188,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     result = dict(
         command='python tools/benchmarks/detector_costs.py ' + ' '.join(
             [osp.relpath(c) for c in args.configs]
-            + (['--checkpoints'] + list(args.checkpoints) if args.checkpoints else [])
+            + (['--checkpoints'] + [osp.relpath(c) for c in args.checkpoints]
+               if args.checkpoints else [])
             + ['--repeats', str(args.repeats), '--batch', str(args.batch), '--size',
                str(args.size)]),
         threads=torch.get_num_threads(), repeats=args.repeats,

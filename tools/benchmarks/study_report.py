@@ -223,7 +223,8 @@ def costs_table(costs: Optional[Dict]) -> str:
         return ''
     batch = 'x'.join(str(n) for n in costs['train_input'])
     image = 'x'.join(str(n) for n in costs['forward_input'])
-    lines = [f'Measured side by side in one process (`{costs["command"]}`; '
+    command = costs['command'].replace(ROOT + '/', '')
+    lines = [f'Measured side by side in one process (`{command}`; '
              f'{costs["threads"]} threads, median of {costs["repeats"]} interleaved rounds '
              'of per-round ratios).', '',
              f'| train step ({batch}) | ms | vs FP |', '|---|---|---|']
@@ -260,9 +261,12 @@ def plot(table: Dict[Key, Dict[str, float]], path: str) -> None:
             points = [(b, table[(dataset, det, method, b)]) for b in BITS_ORDER
                       if (dataset, det, method, b) in table]
             if points:
+                seeds = sorted({e['n'] for _, e in points})
+                label = 'AQD' if method == 'aqd' else 'min-max QAT'
+                label += f' ({"/".join(map(str, seeds))} seed{"s" if seeds[-1] > 1 else ""})'
                 ax.errorbar([b for b, _ in points], [e['map'] for _, e in points],
                             yerr=[e['map_std'] for _, e in points], fmt=style, capsize=3,
-                            label='AQD' if method == 'aqd' else 'min-max QAT')
+                            label=label)
         ax.set_title(f'{det}, {dataset}', fontsize=10)
         ax.set_xlabel('bits (weights and activations)')
         ax.set_ylabel('bbox mAP')
@@ -366,9 +370,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     if args.readme:
         with open(args.readme) as f:
             text = f.read()
-        block = (f'Main rows of `{results["command"]}` ({results["date"]}; full report: '
-                 f'[docs/benchmarks.md](docs/benchmarks.md)):\n\n'
-                 + main_table(aggregate(results['rows'])))
+        block = (f'Main rows of `{results["command"]}` ({results["date"]}; full report with '
+                 'the ablations, costs, goals and their reading: '
+                 '[docs/benchmarks.md](docs/benchmarks.md)). Cells: bbox mAP, mean ± std '
+                 '(seeds).\n\n' + main_table(aggregate(results['rows'])))
         with open(args.readme, 'w') as f:
             f.write(replace_block(text, block))
     print(report)
