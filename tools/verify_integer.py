@@ -70,6 +70,23 @@ def generated_images(num: int, size: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
 
 
+def calibrate(model: torch.nn.Module, images: torch.Tensor, passes: int) -> None:
+    """Run ``images`` through the detector in train mode without gradients.
+
+    Initialises the LSQ steps (first pass) and the BN running statistics of a
+    model that was not trained; the model is left in train mode.
+
+    Args:
+        model (nn.Module): The detector.
+        images (Tensor): Preprocessed images ``(N, 3, H, W)``.
+        passes (int): Forward passes.
+    """
+    model.train()
+    with torch.no_grad():
+        for _ in range(passes):
+            model.bbox_head(model.neck(model.backbone(images)))
+
+
 def dataset_images(cfg: Config, model: torch.nn.Module, num: int) -> Optional[List[torch.Tensor]]:
     """The first ``num`` preprocessed val images (1 x 3 x H x W each, sizes may differ),
     or None if the data is missing."""
@@ -134,11 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     mean = model.data_preprocessor.mean
     if args.random_init:
         model.init_weights()
-        calib = generated_images(4, args.size, args.seed + 1) - mean
-        model.train()
-        with torch.no_grad():  # initialises the LSQ steps and the BN statistics
-            for _ in range(3):
-                model.bbox_head(model.neck(model.backbone(calib)))
+        calibrate(model, generated_images(4, args.size, args.seed + 1) - mean, 3)
         images = [generated_images(args.num_images, args.size, args.seed) - mean]
         source = 'generated images'
     else:

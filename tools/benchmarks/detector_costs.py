@@ -41,18 +41,15 @@ _HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(_HERE))
 sys.path.insert(0, _HERE)
 from export_integer import build_model  # noqa: E402
+from export_onnx import KINDS  # noqa: E402
 from timing import interleaved_times, median_ratio  # noqa: E402
-from verify_integer import generated_images  # noqa: E402
+from verify_integer import calibrate, generated_images  # noqa: E402
 
 from mmaqd.integer import convert_detector  # noqa: E402
 from mmaqd.integer.export import export_integer  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
 from mmdet.testing import demo_mm_inputs  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
-
-#: Output kinds of the heads, for the ONNX graph's output names.
-KINDS = {'AQDRetinaHead': ('cls_score', 'bbox_pred'),
-         'AQDFCOSHead': ('cls_score', 'bbox_pred', 'centerness')}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -105,10 +102,7 @@ def load_models(configs: Sequence[str], checkpoints: Optional[Sequence[str]],
             torch.manual_seed(0)
             model = MODELS.build(cfg.model)
             if i > 0:
-                calib = generated_images(2, size, 1) - model.data_preprocessor.mean
-                with torch.no_grad():
-                    model.train()
-                    model.bbox_head(model.neck(model.backbone(calib)))
+                calibrate(model, generated_images(2, size, 1) - model.data_preprocessor.mean, 1)
         models[name], cfgs[name] = model, cfg
     return models, cfgs
 

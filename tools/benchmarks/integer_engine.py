@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from timing import interleaved_times, median_ratio  # noqa: E402
-from verify_integer import build_model, generated_images  # noqa: E402
+from verify_integer import build_model, calibrate, generated_images  # noqa: E402
 
 from mmaqd.integer import convert_detector, ops  # noqa: E402
 
@@ -77,11 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     build_args.bits = 32
     _, fp_model = build_model(build_args)
     mean = model.data_preprocessor.mean
-    calib = generated_images(2, args.size, 1) - mean
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model.bbox_head(model.neck(model.backbone(calib)))
+    calibrate(model, generated_images(2, args.size, 1) - mean, 2)
     model.eval()
     # same weights; the quantizers' state (and its bit widths) stays behind
     fp_model.load_state_dict({k: v for k, v in model.state_dict().items()

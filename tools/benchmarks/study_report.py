@@ -49,6 +49,11 @@ def aggregate(rows: Sequence[Dict]) -> Dict[Key, Dict[str, float]]:
     return out
 
 
+def seed_zero(rows: Sequence[Dict]) -> Dict[Key, Dict[str, float]]:
+    """:func:`aggregate` of the seed-0 rows only (the single-seed rows' partners)."""
+    return aggregate([r for r in rows if int(r['seed']) == 0])
+
+
 def goals(rows: Sequence[Dict], costs: Optional[Dict] = None) -> List[Dict]:
     """Each AQD goal the results can judge: the numbers and whether it was met.
 
@@ -66,7 +71,7 @@ def goals(rows: Sequence[Dict], costs: Optional[Dict] = None) -> List[Dict]:
         list[dict]: ``goal``, ``value`` (text) and ``met`` (bool).
     """
     table = aggregate(rows)
-    seed0 = aggregate([r for r in rows if int(r['seed']) == 0])
+    seed0 = seed_zero(rows)
     found = []
     setups = sorted({(d, det) for d, det, _, _ in table})
     for dataset, det in setups:
@@ -165,7 +170,7 @@ def ablation_table(rows: Sequence[Dict]) -> str:
         str: The table.
     """
     table = aggregate(rows)
-    seed0 = aggregate([r for r in rows if int(r['seed']) == 0])
+    seed0 = seed_zero(rows)
     lines = ['| 2-bit RetinaNet-R18, digits | FP start | bbox mAP | AP50 | seeds |',
              '|---|---|---|---|---|']
     fp = seed0.get(('synthetic', 'retinanet', 'fp', 32))
@@ -187,18 +192,18 @@ def ablation_table(rows: Sequence[Dict]) -> str:
     return '\n'.join(lines)
 
 
-def control_table(table: Dict[Key, Dict[str, float]], rows: Sequence[Dict]) -> str:
+def control_table(rows: Sequence[Dict]) -> str:
     """Markdown: the FP model trained on for the fine-tunes' iterations vs AQD (seed 0).
 
     Args:
-        table (dict): From :func:`aggregate`.
-        rows (list[dict]): The results' rows (for the seed-0 values).
+        rows (list[dict]): The results' rows.
 
     Returns:
         str: The table, or '' without the control row.
     """
-    seed0 = {(r['method'], int(r['bits'])): r['metrics']['coco/bbox_mAP'] for r in rows
-             if (r['dataset'], r['detector'], r['seed']) == ('synthetic', 'retinanet', 0)}
+    seed0 = {(method, bits): entry['map']
+             for (dataset, det, method, bits), entry in seed_zero(rows).items()
+             if (dataset, det) == ('synthetic', 'retinanet')}
     if ('fp_continued', 32) not in seed0:
         return ''
     lines = ['| RetinaNet-R18, digits, seed 0 | bbox mAP |', '|---|---|']
@@ -321,7 +326,7 @@ def render(results: Dict, figure: str, notes: Optional[str] = None) -> str:
              + (f' Val images evaluated: {subsets}.' if subsets else ''),
              '', '## Accuracy vs bits', '', main_table(table), '',
              f'![mAP vs bits]({osp.basename(figure)})', '']
-    control = control_table(table, results['rows'])
+    control = control_table(results['rows'])
     if control:
         lines += ['## Control: FP trained on', '', control, '']
     lines += ['## Ablations at 2 bits', '', ablation_table(results['rows']), '']
