@@ -55,6 +55,9 @@ def test_config_builds_with_aqd_fp_architecture(path):
             chosen = hook.selected_convs(model)
             assert 'backbone.conv1' not in chosen and len(chosen) > 20
     assert type(model.bbox_head).__name__ in ('AQDRetinaHead', 'AQDFCOSHead')
+    # checkpoint checks (FP too) and crash-safe saving in every config
+    assert type(model).__name__ in ('AQDRetinaNet', 'AQDFCOS')
+    assert cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'
     level_bns = [m for m in model.bbox_head.modules() if isinstance(m, MultiLevelBN)]
     assert level_bns and all(bn.num_levels == len(model.neck.fpn_convs) for bn in level_bns)
     # conv -> BN -> ReLU on every FPN conv

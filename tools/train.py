@@ -10,11 +10,13 @@ import os.path as osp
 from typing import Optional, Sequence
 
 from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmaqd  # noqa: F401  (registers mmaqd's modules and its checkpoint loader)
 from mmaqd.engine.cpu_distributed import cpu_distributed
+from mmaqd.engine.resume import find_resumable_checkpoint
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 
@@ -27,7 +29,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='scale the learning rate by the actual batch size')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
-        help='resume from the given checkpoint, or from the latest one in work_dir')
+        help='resume from the given checkpoint, or from the newest complete one in work_dir')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -58,8 +60,13 @@ def build_config(args: argparse.Namespace) -> Config:
                                'the config')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
+        resume_from = find_resumable_checkpoint(cfg.work_dir)
+        if resume_from is None:
+            print_log(f'--resume: nothing to resume in {cfg.work_dir}; training from '
+                      f'load_from={cfg.get("load_from")!r}', logger='current', level=30)
+        else:
+            cfg.resume = True
+            cfg.load_from = resume_from
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume

@@ -6,6 +6,8 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
+# crash-safe saving (mmengine's CheckpointHook deletes the old checkpoint first)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 param_scheduler = [
     dict(type='ConstantLR', factor=1.0 / 3, by_epoch=False, begin=0, end=500),
     dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1)

@@ -6,5 +6,7 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
+# crash-safe saving (mmengine's CheckpointHook deletes the old checkpoint first)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001))

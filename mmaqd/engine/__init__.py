@@ -1,9 +1,10 @@
 from . import checkpoint_loading  # noqa: F401  (registers the local checkpoint loader)
-from .hooks import (BitWidthScheduleHook, FreezeBNStatsHook, IntegerInferenceHook,
+from .hooks import (AtomicCheckpointHook, BitWidthScheduleHook, FreezeBNStatsHook, IntegerInferenceHook,
                     QuantCalibrationHook, quantizers_to_calibrate)
-from .hooks import NonFiniteQuantizerInputError, QuantNaNGuardHook
+from .hooks import NonFiniteOutputError, NonFiniteQuantizerInputError, QuantNaNGuardHook
 
 __all__ = [
-    'BitWidthScheduleHook', 'FreezeBNStatsHook', 'IntegerInferenceHook', 'QuantCalibrationHook',
-    'quantizers_to_calibrate', 'QuantNaNGuardHook', 'NonFiniteQuantizerInputError'
+    'AtomicCheckpointHook', 'BitWidthScheduleHook', 'FreezeBNStatsHook', 'IntegerInferenceHook', 'QuantCalibrationHook',
+    'quantizers_to_calibrate', 'QuantNaNGuardHook', 'NonFiniteQuantizerInputError',
+    'NonFiniteOutputError'
 ]

@@ -12,8 +12,10 @@ with an error naming it.
 import builtins
 import os.path as osp
 import pickle
+import pickletools
 import re
 import struct
+import zipfile
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
@@ -113,7 +115,45 @@ def load_from_local_weights_only(filename: str, map_location: Optional[Any] = No
         raise _not_a_checkpoint(filename, detail) from err
 
 
+# Modules whose globals torch / mmengine checkpoints (also legacy, non-zip ones) refer to.
+_CHECKPOINT_MODULES = ('torch', 'collections', 'numpy', 'mmengine', '_codecs')
+
+
+def _foreign_globals(filename: str) -> List[str]:
+    """The globals a plain (non-zip) pickle refers to outside checkpoint modules.
+
+    The opcodes are only read (:func:`pickletools.genops`), nothing is unpickled.
+    torch's weights-only unpickler stops at the first opcode it does not know
+    (e.g. protocol 4's FRAME), before it reaches a global, so without this scan a
+    pickle that would run code looked like a broken file.
+    """
+    if zipfile.is_zipfile(filename):
+        return []
+    found, strings = [], []
+    try:
+        with open(filename, 'rb') as f:
+            if f.read(1) != pickle.PROTO:  # pickles of protocol 2+ (torch.save's) start so
+                return []
+            f.seek(0)
+            for opcode, arg, _ in pickletools.genops(f):
+                if opcode.name in ('GLOBAL', 'INST'):
+                    found.append(str(arg).replace(' ', '.'))
+                elif opcode.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                    found.append(f'{strings[-2]}.{strings[-1]}')
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # noqa: BLE001  (a cut or garbled pickle: keep what was read)
+        pass
+    return [g for g in found if g.split('.')[0] not in _CHECKPOINT_MODULES]
+
+
 def _not_a_checkpoint(filename: str, detail: str) -> RuntimeError:
+    foreign = _foreign_globals(filename)
+    if foreign:
+        return UnsafeCheckpointError(
+            f'refusing to load checkpoint {filename!r}: it is a plain pickle that refers to '
+            f'{", ".join(sorted(set(foreign))[:5])}, outside the allow-list of mmengine/mmdet '
+            f'checkpoint contents. Unpickling it could run arbitrary code.')
     return RuntimeError(f'checkpoint {filename!r} is truncated or not a torch checkpoint: '
                         f'{detail}')
 

@@ -20,12 +20,18 @@ class ConversionError(ValueError):
 
 
 def fold_bn(bn: _BatchNorm, acc_unit: torch.Tensor,
-            conv_bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            conv_bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                         torch.Tensor]:
     """Fold an inference-mode BN (after a conv with accumulator unit ``S``) into integers.
 
     ``BN(S * acc + c) = g' * S * (acc + B)`` with ``g' = gamma / sqrt(var + eps)`` and
-    ``B = round((beta / g' - mu + c) / S)`` (aqd-notes §2). The sign of ``g'`` is
-    applied to the integers so that the output unit ``|g'| * S`` is positive.
+    ``B = round((beta / g' - mu + c) / S)`` (aqd-notes §2). The sign of
+    ``g'`` is applied to the integers so that the output unit ``|g'| * S`` is positive.
+
+    A channel with ``gamma = 0`` outputs the constant ``beta`` whatever its input
+    (mmdet's ResNet starts the last BN of every block so). It is returned as
+    constant: its sign is +1, its unit ``S`` and ``B = round(beta / S)``, and the
+    caller must zero its weights so that the accumulator adds nothing.
 
     Args:
         bn (_BatchNorm): The BN, with running statistics.
@@ -33,7 +39,8 @@ def fold_bn(bn: _BatchNorm, acc_unit: torch.Tensor,
         conv_bias (Tensor, optional): The conv's float bias ``c``.
 
     Returns:
-        tuple[Tensor, Tensor, Tensor]: int64 bias ``B``, int64 sign, float64 output unit.
+        tuple[Tensor, Tensor, Tensor, Tensor]: int64 bias ``B``, int64 sign, float64
+        output unit, and the bool mask of the constant (``gamma = 0``) channels.
     """
     if bn.running_mean is None:
         raise ConversionError(f'{type(bn).__name__}: folding needs running statistics')
@@ -42,15 +49,16 @@ def fold_bn(bn: _BatchNorm, acc_unit: torch.Tensor,
     gamma = bn.weight.detach().double() if bn.affine else torch.ones_like(mean)
     beta = bn.bias.detach().double() if bn.affine else torch.zeros_like(mean)
     multiplier = gamma / torch.sqrt(var + bn.eps)
-    if (multiplier == 0).any():
-        raise ConversionError(f'BN channel(s) {torch.nonzero(multiplier == 0).flatten().tolist()}'
-                              f' have gamma = 0; the folded bias beta / gamma is undefined')
-    shift = beta / multiplier - mean
+    constant = multiplier == 0
+    safe = torch.where(constant, torch.ones_like(multiplier), multiplier)
+    shift = beta / safe - mean
     if conv_bias is not None:
         shift = shift + conv_bias.detach().double()
     unit = acc_unit.double().expand_as(mean)
-    bias = torch.round(shift / unit)
-    return bias.to(torch.int64), torch.sign(multiplier).to(torch.int64), multiplier.abs() * unit
+    bias = torch.round(torch.where(constant, beta, shift) / unit)
+    sign = torch.where(constant, torch.ones_like(multiplier), torch.sign(multiplier))
+    out_unit = torch.where(constant, unit, multiplier.abs() * unit)
+    return bias.to(torch.int64), sign.to(torch.int64), out_unit, constant
 
 
 def _check_quantized(name: str, conv: QConv, has_input: bool) -> None:
@@ -109,7 +117,7 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
     out_scale = list(out_scale) if out_scale is not None else [1.0] * num_levels
     weight = conv.weight_quantizer.integer_codes(conv.weight.detach()).to(torch.int64)
     s_w = conv.weight_quantizer.get_scale().double()
-    in_m0, in_shift, biases, signs, units = [], [], [], [], []
+    in_m0, in_shift, biases, signs, units, constants = [], [], [], [], [], []
     for level in range(num_levels):
         if has_input:
             quantizer = conv.input_quantizers[level if conv.num_levels > 1 else 0]
@@ -132,7 +140,8 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
         else:
             acc_unit = s_w
         if norms[level] is not None:
-            bias, sign, unit = fold_bn(norms[level], acc_unit, conv.bias)
+            bias, sign, unit, constant = fold_bn(norms[level], acc_unit, conv.bias)
+            constants.append(constant)
         else:
             bias = None if conv.bias is None else torch.round(
                 conv.bias.detach().double() / acc_unit.expand(conv.out_channels)).to(torch.int64)
@@ -140,6 +149,7 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
         biases.append(bias)
         signs.append(sign)
         units.append(unit * out_scale[level])
+    weight = _zero_constant_channels(name, weight, constants)
     in_range = conv.input_quantizer.code_range if has_input else (0, 0)
     in_bits, in_signed = ((conv.input_quantizer.bits, conv.input_quantizer.signed) if has_input
                           else (IMAGE_BITS, True))
@@ -164,6 +174,24 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
                    biases, signs, relu, units, w_bits=conv.weight_quantizer.bits)
 
 
+def _zero_constant_channels(name: str, weight: torch.Tensor,
+                            constants: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Zero the weights of channels whose BN has ``gamma = 0`` (see :func:`fold_bn`)."""
+    if not constants or not any(bool(c.any()) for c in constants):
+        return weight
+    everywhere = torch.stack(list(constants)).all(0)
+    for level, constant in enumerate(constants):
+        partial = torch.nonzero(constant & ~everywhere).flatten().tolist()
+        if partial:
+            raise ConversionError(
+                f'{name}: BN channel(s) {partial} have gamma = 0 at level {level} but not at '
+                f'every level; the conv weights shared by the levels cannot be zeroed for '
+                f'one level only')
+    weight = weight.clone()
+    weight[everywhere] = 0
+    return weight
+
+
 def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.Tensor,
                 relu: bool) -> IntAdd:
     """Integer form of a QAdd whose operands have the given units.
@@ -184,8 +212,7 @@ def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.
     if not isinstance(qadd, QAdd):
         raise ConversionError(f'{name}: {type(qadd).__name__} is not a QAdd')
     channels = max(unit_x.numel(), unit_y.numel())
-    qadd.set_units(unit_x.double().expand(channels).float(),
-                   unit_y.double().expand(channels).float())
+    qadd.set_units(unit_x.double().expand(channels), unit_y.double().expand(channels))
     align = qadd.alignment()
     return IntAdd(name, align.mantissa_x, align.mantissa_y, align.frac_bits, relu,
                   align.output_unit.double())

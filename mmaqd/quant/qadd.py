@@ -64,8 +64,10 @@ class QAdd(nn.Module):
         if unit_x is None or unit_y is None:
             self.unit_x = self.unit_y = None
             return
-        unit_x = torch.as_tensor(unit_x, dtype=torch.float32).detach().reshape(-1)
-        unit_y = torch.as_tensor(unit_y, dtype=torch.float32).detach().reshape(-1)
+        # float64: the mantissas are ratios of these units, and float32 units put them
+        # up to 2 off the exact ratio of the engine's (float64) units.
+        unit_x = torch.as_tensor(unit_x).detach().to(torch.float64).reshape(-1)
+        unit_y = torch.as_tensor(unit_y).detach().to(torch.float64).reshape(-1)
         if not ((unit_x > 0).all() and (unit_y > 0).all()):
             raise ValueError(f'{type(self).__name__}: units must be positive, got '
                              f'{unit_x.tolist()} and {unit_y.tolist()}')

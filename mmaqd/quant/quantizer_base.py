@@ -16,6 +16,10 @@ class Quantizer(nn.Module):
 
     Per-channel scales are along dim 0, the output channels of a conv weight.
 
+    The quantizer's own parameters (a learned step, a clipping value) require
+    gradients only while it quantizes: at 32 bits they are unused, and DDP refuses
+    trainable parameters that take no part in the loss.
+
     Subclasses implement :meth:`_fake_quantize`, :meth:`integer_codes` and
     :meth:`get_scale`, and may react to a bit-width change in :meth:`_bits_changed`.
 
@@ -79,6 +83,12 @@ class Quantizer(nn.Module):
         """
         return cls(bits, signed, name=name)
 
+    def register_parameter(self, name: str, param: Optional[nn.Parameter]) -> None:
+        """Register a parameter, trainable only while the quantizer is enabled."""
+        super().register_parameter(name, param)
+        if param is not None:
+            param.requires_grad_(self.enabled)
+
     @property
     def bits(self) -> int:
         """int: The current bit width (32 means not quantized)."""
@@ -106,6 +116,8 @@ class Quantizer(nn.Module):
         new_bits = check_bits(bits, self.name)
         old_bits, self._bits = self._bits, new_bits
         if new_bits != old_bits:
+            for param in self.parameters(recurse=False):
+                param.requires_grad_(self.enabled)
             self._range_changed(new_bits)
             if adapt:
                 self._bits_changed(old_bits, new_bits)

@@ -1,6 +1,7 @@
 """mmaqd's weights-only checkpoint loader, as reached through mmengine."""
 import builtins
 import io
+import pickle
 import os.path as osp
 
 import numpy as np
@@ -88,3 +89,22 @@ def test_missing_and_truncated_files_are_named(tmp_path):
     with pytest.raises(RuntimeError, match='truncated.pth.*truncated or not a torch'):
         _load_checkpoint(truncated)
     assert osp.getsize(good) == len(data)
+
+
+@pytest.mark.parametrize('protocol', [2, 4, 5])
+def test_plain_pickle_that_would_run_code_is_called_unsafe(tmp_path, protocol):
+    """Not torch.save's zip: the weights-only unpickler stops before the global (FRAME)."""
+    target = tmp_path / 'pwned.txt'
+    path = str(tmp_path / 'plain.pth')
+    with open(path, 'wb') as f:
+        pickle.dump({'state_dict': _CreatesFile(str(target))}, f, protocol=protocol)
+    with pytest.raises(UnsafeCheckpointError,
+                       match=r"plain\.pth'.*(builtins|io)\.open.*arbitrary code"):
+        _load_checkpoint(path, map_location='cpu')
+    assert not target.exists()
+    # a plain pickle of harmless data is still only "not a torch checkpoint"
+    with open(path, 'wb') as f:
+        pickle.dump({'state_dict': {'w': [1.0, 2.0]}}, f, protocol=protocol)
+    with pytest.raises(RuntimeError) as err:
+        _load_checkpoint(path, map_location='cpu')
+    assert not isinstance(err.value, UnsafeCheckpointError)

@@ -1,6 +1,7 @@
 """Conversion of fake-quant layers to integer layers, checked against the fake-quant model."""
 import copy
 import re
+from fractions import Fraction
 
 import pytest
 import torch
@@ -96,7 +97,8 @@ def test_fold_bn_hand_values():
                  var=[3.75, 0.75, 15.75], eps=0.25)
     conv_bias = torch.tensor([0.1, -0.05, 0.0])
     acc_unit = torch.tensor([0.0625, 0.125, 0.25])
-    bias, sign, unit = fold_bn(bn, acc_unit, conv_bias)
+    bias, sign, unit, constant = fold_bn(bn, acc_unit, conv_bias)
+    assert not constant.any()
     # (beta / g' - mu + c) / S: 0.1 / 0.0625 = 1.6, -0.15 / 0.125 = -1.2, -8.26 / 0.25 = -33.04.
     assert bias.dtype == sign.dtype == torch.int64 and unit.dtype == torch.float64
     assert bias.tolist() == [2, -1, -33]
@@ -104,13 +106,13 @@ def test_fold_bn_hand_values():
     assert unit.tolist() == [1.5 * 0.0625, 1.0 * 0.125, 0.125 * 0.25]
 
     # One unit for all channels, no conv bias: 0, -0.1 and -8.26 over 0.0625.
-    bias, sign, unit = fold_bn(bn, torch.tensor([0.0625]), None)
+    bias, sign, unit, _ = fold_bn(bn, torch.tensor([0.0625]), None)
     assert bias.tolist() == [0, -2, -132]
     assert unit.tolist() == [1.5 * 0.0625, 0.0625, 0.125 * 0.0625]
 
     gen = torch.Generator().manual_seed(0)
     acc = torch.randint(-3000, 3000, (2, 3, 5, 5), generator=gen).double()
-    bias, sign, unit = fold_bn(bn, acc_unit, conv_bias)
+    bias, sign, unit, _ = fold_bn(bn, acc_unit, conv_bias)
     folded = (sign.view(1, -1, 1, 1) * (acc + bias.view(1, -1, 1, 1))) * unit.view(1, -1, 1, 1)
     reference = copy.deepcopy(bn).double()(acc * acc_unit.double().view(1, -1, 1, 1) +
                                            conv_bias.double().view(1, -1, 1, 1))
@@ -129,13 +131,48 @@ def test_fold_bn_without_affine_and_zero_gamma():
     with torch.no_grad():
         bn.running_mean.copy_(torch.tensor([1.0, -2.0]))
         bn.running_var.copy_(torch.tensor([4.0, 0.25]))
-    bias, sign, unit = fold_bn(bn, torch.tensor([0.5]), None)
+    bias, sign, unit, _ = fold_bn(bn, torch.tensor([0.5]), None)
     assert bias.tolist() == [-2, 4] and sign.tolist() == [1, 1]
     assert unit.tolist() == [0.25, 1.0]
 
-    bn = make_bn(gamma=[1.0, 0.0, 2.0], beta=[0.0, 0.1, 0.0], mean=[0.0] * 3, var=[1.0] * 3)
-    with pytest.raises(ConversionError, match=re.escape('BN channel(s) [1] have gamma = 0')):
-        fold_bn(bn, torch.tensor([0.1]), None)
+
+
+def test_fold_bn_zero_gamma_is_the_constant_beta():
+    # var + eps = 1: g' = gamma. Channel 1 outputs beta = 0.3 whatever its input.
+    bn = make_bn(gamma=[1.0, 0.0, 2.0], beta=[0.0, 0.3, 0.0], mean=[0.0] * 3, var=[1.0] * 3,
+                 eps=0.0)
+    bias, sign, unit, constant = fold_bn(bn, torch.tensor([0.125]), None)
+    assert constant.tolist() == [False, True, False]
+    # round(0.3 / 0.125) = 2 accumulator units; sign +1; unit S itself
+    assert bias[1] == 2 and sign[1] == 1 and unit[1] == 0.125
+    assert sign.tolist() == [1, 1, 1] and unit[2] == 0.25
+
+
+def test_convert_conv_zero_gamma_channel_outputs_beta():
+    conv = make_qconv()
+    bn = make_bn(gamma=[1.5, 0.0, 0.6, 0.0], beta=[0.3, 0.7, 0.5, -0.4],
+                 mean=[0.1, -0.3, 0.2, 0.4], var=[0.5, 2.0, 1.3, 0.7])
+    int_conv = convert_conv('backbone.layer1.0.conv2', conv, [IN_UNIT], [bn], relu=False)
+    assert int_conv.weight[[1, 3]].abs().sum() == 0 and int_conv.weight[0].abs().sum() > 0
+    unit = int_conv.out_unit[0]
+    # the accumulator unit S = s_x * s_w (float32 steps) for the constant channels
+    assert unit[1] == unit[3] and abs(float(unit[1]) - IN_STEP * W_STEP) < 1e-8
+    for seed in range(2):
+        out = int_conv(int_input(seed), 0, 'int')
+        # round(beta / S): beta on the accumulator grid, whatever the input
+        assert torch.all(out[:, 1] == round(0.7 / float(unit[1])))
+        assert torch.all(out[:, 3] == round(-0.4 / float(unit[3])))
+        assert out[:, 0].double().std() > 0
+
+
+def test_convert_conv_zero_gamma_at_one_level_only_names_the_layer():
+    conv = make_qconv(num_levels=2)
+    bns = [make_bn(gamma=[1.0, 0.0, 1.0, 1.0], beta=[0.1] * 4, mean=[0.0] * 4, var=[1.0] * 4),
+           make_bn(gamma=[1.0] * 4, beta=[0.1] * 4, mean=[0.0] * 4, var=[1.0] * 4)]
+    with pytest.raises(ConversionError, match=re.escape(
+            'bbox_head.cls_convs.0: BN channel(s) [1] have gamma = 0 at level 0 but not at '
+            'every level')):
+        convert_conv('bbox_head.cls_convs.0', conv, [IN_UNIT] * 2, bns, relu=True)
 
 
 @pytest.mark.parametrize('w_per_channel', [False, True])
@@ -352,3 +389,25 @@ def test_convert_conv_refuses_a_requantization_multiplier_beyond_the_engine():
     step = float(conv.input_quantizer.get_scale())
     with pytest.raises(ConversionError, match=r'neck\.x: requantization multiplier .* too large'):
         convert_conv('neck.x', conv, [torch.tensor([step * 2**16])])
+
+
+def test_convert_add_mantissas_are_the_exact_ratios_of_float64_units():
+    """The mantissas equal round(u / min(u_x, u_y) * 2^15) computed exactly in rationals.
+
+    Units such as ``|g'| * s_x * s_w`` are float64 numbers; rounded to float32 first,
+    about one mantissa in ten moved by 1 or 2 on these units.
+    """
+    gen = torch.Generator().manual_seed(0)
+    unit_x = torch.rand(2048, generator=gen, dtype=torch.float64) * 1e-3 + 1e-5
+    unit_y = torch.rand(2048, generator=gen, dtype=torch.float64) * 3e-2 + 1e-5
+    int_add = convert_add('neck.top_down_adds.0', QAdd(simulate_alignment=True), unit_x,
+                          unit_y, False)
+
+    def exact(units, out_units):
+        return [round(Fraction(u) / Fraction(o) * 2**15) for u, o in zip(units, out_units)]
+
+    out_unit = torch.minimum(unit_x, unit_y).tolist()
+    assert int_add.mantissa_x.tolist() == exact(unit_x.tolist(), out_unit)
+    assert int_add.mantissa_y.tolist() == exact(unit_y.tolist(), out_unit)
+    assert int_add.out_unit.tolist() == out_unit
+    assert max(int_add.mantissa_y.tolist()) > 100 * 2**15  # large ratios are exercised

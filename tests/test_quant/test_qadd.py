@@ -25,7 +25,8 @@ def test_alignment_values():
     add = QAdd(simulate_alignment=True)
     add.set_units(UNIT_X, UNIT_Y)
     align = add.alignment()
-    assert torch.allclose(align.output_unit, torch.tensor([0.25, 0.2]))
+    assert align.output_unit.dtype == torch.float64
+    assert torch.allclose(align.output_unit, torch.tensor([0.25, 0.2], dtype=torch.float64))
     assert torch.equal(align.mantissa_x, torch.tensor([2 * 2**15, 2**15]))
     assert torch.equal(align.mantissa_y, torch.tensor([2**15, 3 * 2**14]))
     assert align.frac_bits == 15

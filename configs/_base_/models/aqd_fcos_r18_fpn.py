@@ -6,7 +6,7 @@
 custom_imports = dict(imports=['mmaqd'], allow_failed_imports=False)
 
 model = dict(
-    type='FCOS',
+    type='AQDFCOS',  # mmdet's FCOS plus checkpoint checks (and quant_cfg)
     data_preprocessor=dict(
         type='DetDataPreprocessor',
         mean=[124, 116, 104],  # AQD: integer mean, std 1

@@ -9,6 +9,8 @@ _base_ = 'mmdet::_base_/models/retinanet_r50_fpn.py'
 custom_imports = dict(imports=['mmaqd'], allow_failed_imports=False)
 
 model = dict(
+    # mmdet's RetinaNet plus checkpoint checks (and quant_cfg, unused at full precision)
+    type='AQDRetinaNet',
     data_preprocessor=dict(mean=[124, 116, 104], std=[1, 1, 1], bgr_to_rgb=True),
     backbone=dict(
         depth=18,

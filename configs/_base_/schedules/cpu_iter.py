@@ -14,9 +14,11 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=35, norm_type=2))
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=500, max_keep_ckpts=1))
+    # AtomicCheckpointHook: a kill while saving never leaves the run without a checkpoint
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=500,
+                    max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
-# Stop at the first NaN / Inf that reaches a quantizer, naming the layer (a no-op for
-# FP models). Configs that set their own custom_hooks list must repeat it: mmengine
+# Stop at the first NaN / Inf in a quantizer's input, a layer's output or a loss, naming
+# the module (FP models too). Configs that set their own custom_hooks list must repeat it: mmengine
 # replaces lists when merging configs.
 custom_hooks = [dict(type='QuantNaNGuardHook')]

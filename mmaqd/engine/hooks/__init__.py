@@ -1,10 +1,13 @@
+from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .bit_width_schedule_hook import BitWidthScheduleHook
 from .freeze_bn_stats_hook import FreezeBNStatsHook
 from .integer_inference_hook import IntegerInferenceHook
 from .quant_calibration_hook import QuantCalibrationHook, quantizers_to_calibrate
-from .quant_nan_guard_hook import NonFiniteQuantizerInputError, QuantNaNGuardHook
+from .quant_nan_guard_hook import (NonFiniteOutputError, NonFiniteQuantizerInputError,
+                                   QuantNaNGuardHook)
 
 __all__ = [
-    'BitWidthScheduleHook', 'FreezeBNStatsHook', 'IntegerInferenceHook', 'QuantCalibrationHook',
-    'quantizers_to_calibrate', 'QuantNaNGuardHook', 'NonFiniteQuantizerInputError'
+    'AtomicCheckpointHook', 'BitWidthScheduleHook', 'FreezeBNStatsHook', 'IntegerInferenceHook', 'QuantCalibrationHook',
+    'quantizers_to_calibrate', 'QuantNaNGuardHook', 'NonFiniteQuantizerInputError',
+    'NonFiniteOutputError'
 ]

@@ -7,7 +7,7 @@ from mmengine.model import is_model_wrapper
 from mmdet.registry import HOOKS
 from torch import nn
 
-from mmaqd.quant import QConv, Quantizer, check_bits
+from mmaqd.quant import QConv, Quantizer, check_bits, is_full_precision
 
 #: Checkpoint key under which the hooks keep their state.
 CHECKPOINT_KEY = 'aqd_bit_schedules'
@@ -174,7 +174,7 @@ class BitWidthScheduleHook(Hook):
         if stage is None or stage == self.stage:
             return
         entry = self.schedule[stage]
-        changed = []
+        changed, toggled = [], []
         for name, conv in self._convs.items():
             before = [(q, q.bits) for q in conv.modules() if isinstance(q, Quantizer)]
             for q, _ in before:
@@ -182,6 +182,17 @@ class BitWidthScheduleHook(Hook):
                     q.step_rescale = self.step_rescale
             conv.set_bits(w_bits=entry['w_bits'], a_bits=entry['a_bits'])
             changed += [q for q, bits in before if q.bits != bits]
+            toggled += [f'{name} ({q.name}: {bits} -> {q.bits} bits)' for q, bits in before
+                        if is_full_precision(bits) != is_full_precision(q.bits)]
+        if toggled and is_model_wrapper(runner.model):
+            raise ValueError(
+                f'BitWidthScheduleHook: stage {stage} switches {len(toggled)} quantizers '
+                f'between 32 bits and quantized ({"; ".join(toggled[:3])}'
+                f'{"; ..." if len(toggled) > 3 else ""}) under {type(runner.model).__name__}. '
+                f'A quantizer trains its scale only while it quantizes, and DDP fixes the '
+                f'set of trained parameters when it wraps the model: give quant_cfg the bits '
+                f'of the first stage and keep every stage below 32 bits, or train in one '
+                f'process')
         if self.reset_momentum and changed:
             self._reset_optimizer_state(runner, changed)
         self.stage = stage

@@ -1,5 +1,5 @@
-"""Stop at the first NaN / Inf that reaches a quantizer, naming the layer and iteration."""
-from typing import List, Optional, Sequence, Tuple
+"""Stop at the first NaN / Inf in a quantizer's input or a module's output, naming it."""
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.hooks import Hook
@@ -17,6 +17,23 @@ class NonFiniteQuantizerInputError(FloatingPointError):
     """A quantizer received NaN or Inf values (or holds a non-finite scale)."""
 
 
+class NonFiniteOutputError(FloatingPointError):
+    """A module (a layer, a head's last conv, a loss) produced NaN or Inf values."""
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    """The floating-point tensors in a module output (nested tuples, lists, dicts)."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+
+
 def _count_non_finite(x: torch.Tensor) -> Tuple[int, int]:
     """Numbers of NaN and of +-Inf values in ``x``."""
     return int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
@@ -24,18 +41,24 @@ def _count_non_finite(x: torch.Tensor) -> Tuple[int, int]:
 
 @HOOKS.register_module()
 class QuantNaNGuardHook(Hook):
-    """Raise at the first non-finite tensor that reaches a quantizer.
+    """Raise at the first non-finite tensor in the model's forward pass.
 
     A NaN or Inf fed to a fake quantizer is rounded and clamped into plausible
     looking codes or spreads silently through the scale gradient, so a diverged
-    run can go on for many iterations before the loss shows it. This hook adds a
-    forward pre-hook to every :class:`~mmaqd.quant.Quantizer` of the model (the
-    input quantizers see activations, the weight quantizers the weights) that
-    checks its input and its own learned scale with ``torch.isfinite`` and raises
-    :class:`NonFiniteQuantizerInputError` (a ``FloatingPointError``) naming the
-    quantizer's module name, the iteration and the numbers of NaN and Inf values.
-    The first quantizer to complain is the first layer whose input went bad; a
-    NaN gradient shows up at the next iteration, in the weights it was applied to.
+    run can go on for many iterations before the loss shows it; one after the last
+    quantizer (a head's final conv, a loss) ends in a NaN loss or in a test at
+    mAP 0. This hook adds a forward pre-hook to every
+    :class:`~mmaqd.quant.Quantizer` of the model (the input quantizers see
+    activations, the weight quantizers the weights) that checks its input and its
+    own learned scale with ``torch.isfinite`` and raises
+    :class:`NonFiniteQuantizerInputError`, and a forward hook to every other leaf
+    module (convs, norms, activations, the losses) that checks its outputs and
+    raises :class:`NonFiniteOutputError`. Both are ``FloatingPointError``\ s and
+    name the module, the iteration and the numbers of NaN and Inf values. Checks
+    run in forward order, so the first module named is the first whose input or
+    output went bad; a NaN gradient shows up at the next iteration, in the
+    weights it was applied to. After a training iteration the logged losses are
+    checked too.
 
     The pre-hooks are added before training / validation / testing and removed
     after the run. Forward passes before the first training iteration (e.g. the
@@ -80,6 +103,8 @@ class QuantNaNGuardHook(Hook):
         for name, module in model.named_modules():
             if isinstance(module, Quantizer):
                 self._handles.append(module.register_forward_pre_hook(self._pre_hook(name)))
+            elif not any(True for _ in module.children()):
+                self._handles.append(module.register_forward_hook(self._output_hook(name)))
 
     def detach(self) -> None:
         """Remove the pre-hooks."""
@@ -110,6 +135,21 @@ class QuantNaNGuardHook(Hook):
 
         return hook
 
+    def _output_hook(self, name: str):
+
+        def hook(module: nn.Module, inputs: Tuple[Any, ...], output: Any) -> None:
+            if self._where is None:
+                return
+            for k, x in enumerate(_tensors(output)):
+                if not bool(torch.isfinite(x).all()):
+                    nan, inf = _count_non_finite(x.detach())
+                    raise NonFiniteOutputError(
+                        f'QuantNaNGuardHook: module {name!r} ({type(module).__name__}) output '
+                        f'{k} has {nan} NaN and {inf} Inf values (of {x.numel()}) at '
+                        f'{self._where}; it is the first module whose output is not finite')
+
+        return hook
+
     def _start(self, runner, mode: str) -> None:
         if mode in self.modes:
             self.attach(runner.model)
@@ -137,7 +177,15 @@ class QuantNaNGuardHook(Hook):
         self._start_iter(runner, 'train', batch_idx)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        """Check the logged losses (a NaN the forward checks did not see)."""
+        where = self._where
         self._end_iter()
+        if where is None or not isinstance(outputs, dict):
+            return
+        for key, value in outputs.items():
+            if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
+                raise NonFiniteOutputError(f'QuantNaNGuardHook: {key} = {value.tolist()} at '
+                                           f'{where}')
 
     def before_val(self, runner) -> None:
         self._start(runner, 'val')

@@ -42,8 +42,9 @@ def apply_quant_cfg(model: nn.Module, quant_cfg: Optional[dict]) -> List[dict]:
         integer input), ``quantizer``.
 
     Raises:
-        ValueError: Unknown keys or scope, invalid bits or quantizer type, or an
-            override pattern that matches no QConv (named in the message).
+        ValueError: Unknown keys or scope, invalid bits or quantizer type, an
+            override pattern that matches no QConv, or one that sets ``a_bits`` but
+            matches only QConvs without an input quantizer (named in the message).
     """
     cfg = dict(quant_cfg or {})
     _check_keys(cfg, _CFG_KEYS, 'quant_cfg')
@@ -61,6 +62,8 @@ def apply_quant_cfg(model: nn.Module, quant_cfg: Optional[dict]) -> List[dict]:
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, QConv)]
     in_scope = {n for n, _ in convs if n.startswith(SCOPES[scope])}
     matched = [False] * len(overrides)
+    # per override with a_bits: whether it reached a conv that has an input quantizer
+    sets_inputs = [False] * len(overrides)
     rows = []
     for name, conv in convs:
         setting = dict(w_bits=32, a_bits=32, quantizer=default['quantizer'])
@@ -69,6 +72,7 @@ def apply_quant_cfg(model: nn.Module, quant_cfg: Optional[dict]) -> List[dict]:
             for k, (regex, values) in enumerate(overrides):
                 if regex.search(name):
                     matched[k] = True
+                    sets_inputs[k] |= conv.input_quantizer is not None
                     setting.update(values)
         conv.set_quantizer_type(setting['quantizer'])
         conv.set_bits(w_bits=setting['w_bits'], a_bits=setting['a_bits'])
@@ -78,6 +82,12 @@ def apply_quant_cfg(model: nn.Module, quant_cfg: Optional[dict]) -> List[dict]:
     if unmatched:
         raise ValueError(f'quant_cfg: override pattern(s) {unmatched} match no QConv in '
                          f'scope {scope!r}')
+    ignored = [overrides[k][0].pattern for k, hit in enumerate(sets_inputs)
+               if 'a_bits' in overrides[k][1] and not hit]
+    if ignored:
+        raise ValueError(f'quant_cfg: override pattern(s) {ignored} set a_bits, but every QConv '
+                         f'they match reads the integer image (input_quant=None, e.g. '
+                         f'backbone.conv1) and has no input quantizer; drop a_bits there')
     return rows
 
 

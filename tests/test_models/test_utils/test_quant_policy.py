@@ -82,3 +82,16 @@ def test_override_outside_scope_matches_nothing():
     with pytest.raises(ValueError, match='match no QConv in scope'):
         apply_quant_cfg(Tiny(), dict(scope='backbone',
                                      overrides=[dict(pattern='retina_cls', w_bits=8)]))
+
+
+def test_a_bits_for_the_integer_image_input_is_refused():
+    with pytest.raises(ValueError, match=r"\['\^backbone\\\\.conv1\$'\] set a_bits, but every "
+                                         r'QConv they match reads the integer image'):
+        apply_quant_cfg(Tiny(), dict(w_bits=4, a_bits=4, overrides=[
+            dict(pattern=r'^backbone\.conv1$', w_bits=8, a_bits=8)]))
+    # a pattern that also reaches convs with an input quantizer sets theirs
+    model = Tiny()
+    apply_quant_cfg(model, dict(w_bits=4, a_bits=4, overrides=[
+        dict(pattern=r'^backbone\.', a_bits=8)]))
+    assert bits(model)['backbone.layer1'] == (4, 8, 'LSQ')
+    assert bits(model)['backbone.conv1'] == (4, None, 'LSQ')
