@@ -58,6 +58,8 @@ def test_config_builds_with_aqd_fp_architecture(path):
     # checkpoint checks (FP too) and crash-safe saving in every config
     assert type(model).__name__ in ('AQDRetinaNet', 'AQDFCOS')
     assert cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[loader].dataset.type == 'CheckedCocoDataset', loader
     level_bns = [m for m in model.bbox_head.modules() if isinstance(m, MultiLevelBN)]
     assert level_bns and all(bn.num_levels == len(model.neck.fpn_convs) for bn in level_bns)
     # conv -> BN -> ReLU on every FPN conv

@@ -8,6 +8,10 @@ _base_ = [
 ]
 # crash-safe saving (mmengine's CheckpointHook deletes the old checkpoint first)
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+# CocoDataset that names the annotation file when no image (with a box) is left
+train_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+test_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
 param_scheduler = [
     dict(type='ConstantLR', factor=1.0 / 3, by_epoch=False, begin=0, end=500),
     dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1)

@@ -8,5 +8,9 @@ _base_ = [
 ]
 # crash-safe saving (mmengine's CheckpointHook deletes the old checkpoint first)
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+# CocoDataset that names the annotation file when no image (with a box) is left
+train_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+test_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001))

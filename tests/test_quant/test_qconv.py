@@ -145,3 +145,20 @@ def test_per_level_input_quantizers_survive_a_quantizer_type_change():
     assert all(type(q) is ClipQuantizer for q in conv.input_quantizers)
     assert sorted(k for k in conv.state_dict() if 'input' in k) == [
         'input_quantizers.0.clip_value', 'input_quantizers.1.clip_value']
+
+
+@pytest.mark.parametrize('quantizer', ['LSQ', 'Clip'])
+def test_quantizer_parameters_train_only_while_quantizing(quantizer):
+    """At 32 bits a quantizer is unused; DDP refuses trainable parameters without gradient."""
+    conv = QConv(2, 3, 3, w_bits=32, a_bits=32, quantizer=quantizer)
+    own = [p for q in (conv.weight_quantizer, conv.input_quantizer) for p in q.parameters()]
+    assert own and not any(p.requires_grad for p in own)
+    conv(torch.randn(1, 2, 5, 5)).sum().backward()
+    assert all(p.grad is None for p in own)
+    conv.set_bits(w_bits=4, a_bits=4)
+    assert all(p.requires_grad for p in own)
+    conv(torch.randn(1, 2, 5, 5)).sum().backward()
+    assert all(p.grad is not None for p in own)
+    conv.set_bits(w_bits=32)
+    assert not any(p.requires_grad for p in conv.weight_quantizer.parameters())
+    assert all(p.requires_grad for p in conv.input_quantizer.parameters())

@@ -1,7 +1,8 @@
 # NEON tree crowns from the deepforest wheel, tiled by
 # tools/dataset_converters/neon_trees.py: tiles up to 400x400 px, one class; val is a
 # spatially separate part of the large images. Tiles are used at their size.
-dataset_type = 'CocoDataset'
+# CocoDataset that names the annotation file when no image (with a box) is left
+dataset_type = 'CheckedCocoDataset'
 data_root = 'data/neon_trees/'
 metainfo = dict(classes=('Tree', ))
 backend_args = None

@@ -1,7 +1,8 @@
 # The generated "digits on textures" set (tools/dataset_converters/synthetic.py):
 # 256x256 images, 10 classes. Images are used at their size (no resize); no flip,
 # since a mirrored digit is not the same digit.
-dataset_type = 'CocoDataset'
+# CocoDataset that names the annotation file when no image (with a box) is left
+dataset_type = 'CheckedCocoDataset'
 data_root = 'data/synthetic/'
 metainfo = dict(classes=('0', '1', '2', '3', '4', '5', '6', '7', '8', '9'))
 backend_args = None

@@ -53,7 +53,7 @@ class QuantNaNGuardHook(Hook):
     own learned scale with ``torch.isfinite`` and raises
     :class:`NonFiniteQuantizerInputError`, and a forward hook to every other leaf
     module (convs, norms, activations, the losses) that checks its outputs and
-    raises :class:`NonFiniteOutputError`. Both are ``FloatingPointError``\ s and
+    raises :class:`NonFiniteOutputError`. Both are ``FloatingPointError`` subclasses and
     name the module, the iteration and the numbers of NaN and Inf values. Checks
     run in forward order, so the first module named is the first whose input or
     output went bad; a NaN gradient shows up at the next iteration, in the

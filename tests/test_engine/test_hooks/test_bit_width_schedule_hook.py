@@ -139,3 +139,36 @@ def test_patterns_that_match_nothing_are_refused_before_training():
         BitWidthScheduleHook(SCHEDULE, exclude=['neck']).before_run(runner)
     with pytest.raises(ValueError, match='not a valid regular expression'):
         BitWidthScheduleHook(SCHEDULE, pattern='(')
+
+
+def test_under_ddp_a_stage_to_or_from_32_bits_is_refused(tmp_path):
+    """DDP fixes the trained parameters at wrapping; a quantizer trains only while it quantizes."""
+    import torch.distributed as dist
+    from mmengine.model import MMDistributedDataParallel
+
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0,
+                            world_size=1)
+    try:
+        model = ToyQModel(w_bits=32, a_bits=32)
+        assert not model.conv.weight_quantizer.step.requires_grad
+        runner = fake_runner(MMDistributedDataParallel(model, device_ids=None))
+        hook = BitWidthScheduleHook([dict(begin=0, bits=32), dict(begin=2, bits=4)],
+                                    exclude=[r'^stem$'])
+        hook.before_run(runner)
+        hook.before_train(runner)  # 32 -> 32: nothing changes
+        runner.iter = 2
+        with pytest.raises(ValueError, match=r"stage 1 switches 2 quantizers between 32 bits "
+                                             r"and quantized \(conv \(QConv weight quantizer: "
+                                             r'32 -> 4 bits\).* under MMDistributedDataParallel'):
+            hook.before_train_iter(runner, 2)
+        # between quantized widths the parameters stay the same: allowed
+        model = ToyQModel(w_bits=8, a_bits=8)
+        runner = fake_runner(MMDistributedDataParallel(model, device_ids=None))
+        hook = BitWidthScheduleHook(SCHEDULE, exclude=[r'^stem$'])
+        hook.before_run(runner)
+        hook.before_train(runner)
+        runner.iter = 3
+        hook.before_train_iter(runner, 3)
+        assert model.conv.w_bits == 4
+    finally:
+        dist.destroy_process_group()

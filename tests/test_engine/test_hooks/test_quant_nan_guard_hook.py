@@ -1,5 +1,6 @@
 """QuantNaNGuardHook: a non-finite quantizer input is an error naming layer and iteration."""
 import glob
+import re
 import os.path as osp
 from types import SimpleNamespace
 
@@ -9,7 +10,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from torch import nn
 
-from mmaqd.engine import NonFiniteQuantizerInputError, QuantNaNGuardHook
+from mmaqd.engine import NonFiniteOutputError, NonFiniteQuantizerInputError, QuantNaNGuardHook
 from mmaqd.quant import QConv
 from mmdet.registry import HOOKS
 from tests.conftest import ROOT
@@ -161,3 +162,51 @@ def test_cpu_configs_keep_the_guard():
             types = [h['type'] for h in Config.fromfile(path).custom_hooks]
             assert 'QuantNaNGuardHook' in types, osp.basename(path)
     assert len(own_hooks) >= 3
+
+
+def head_model() -> nn.Module:
+    """A quantized tower conv, then an FP predictor and a loss module: nothing after them."""
+    model = nested_model()
+    model['bbox_head'] = nn.ModuleDict(dict(retina_cls=nn.Conv2d(3, 2, 1),
+                                            loss_cls=nn.SmoothL1Loss()))
+    return model
+
+
+def head_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model['bbox_head']['retina_cls'](conv_of(model)(x))
+    return model['bbox_head']['loss_cls'](out, torch.zeros_like(out))
+
+
+def test_nan_after_the_last_quantizer_names_the_first_module():
+    model = head_model()
+    with torch.no_grad():
+        model['bbox_head']['retina_cls'].bias[1] = float('nan')
+    hook = QuantNaNGuardHook()
+    runner = SimpleNamespace(model=model, iter=5)
+    hook.before_test(runner)
+    hook.before_test_iter(runner, 2)
+    with pytest.raises(NonFiniteOutputError, match=re.escape(
+            "module 'bbox_head.retina_cls' (Conv2d) output 0 has 16 NaN and 0 Inf values (of "
+            "32) at test batch 2 (train iteration 5); it is the first module whose output is "
+            "not finite")):
+        head_forward(model, torch.randn(1, 2, 4, 4))
+    assert issubclass(NonFiniteOutputError, FloatingPointError)
+    hook.after_test_iter(runner, 2)
+    head_forward(model, torch.randn(1, 2, 4, 4))  # unguarded between iterations
+
+
+def test_nan_loss_is_named_by_its_module_and_in_the_logged_outputs():
+    model = head_model()
+    guarded(model, iteration=4)
+    target = torch.full((1, 2, 4, 4), float('inf'))
+    out = model['bbox_head']['retina_cls'](conv_of(model)(torch.randn(1, 2, 4, 4)))
+    with pytest.raises(NonFiniteOutputError, match=r"module 'bbox_head\.loss_cls' "
+                                                   r'\(SmoothL1Loss\) output 0 has 0 NaN and 1 '
+                                                   r'Inf values \(of 1\) at train iteration 4'):
+        model['bbox_head']['loss_cls'](out, target)
+    hook = guarded(model, iteration=4)
+    runner = SimpleNamespace(model=model, iter=4)
+    with pytest.raises(NonFiniteOutputError, match=r"loss = nan at train iteration 4"):
+        hook.after_train_iter(runner, 0, outputs=dict(loss=torch.tensor(float('nan'))))
+    hook.before_train_iter(runner, 0)
+    hook.after_train_iter(runner, 0, outputs=dict(loss=torch.tensor(0.5)))

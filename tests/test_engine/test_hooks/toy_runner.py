@@ -54,7 +54,8 @@ class LossRecorder(Hook):
 
 
 def toy_runner(work_dir: str, max_iters: int, hooks=(), model=None, ckpt_interval=None,
-               resume=False, load_from=None, momentum=0.9, optim_wrapper=None) -> Runner:
+               resume=False, load_from=None, momentum=0.9, optim_wrapper=None,
+               checkpoint_hook: str = 'CheckpointHook', max_keep_ckpts: int = -1) -> Runner:
     """A Runner that trains :class:`ToyQModel` (same initial weights every time) with SGD.
 
     ``optim_wrapper``, if given, replaces the default SGD optim wrapper config.
@@ -75,8 +76,8 @@ def toy_runner(work_dir: str, max_iters: int, hooks=(), model=None, ckpt_interva
         optim_wrapper=optim_wrapper or dict(
             optimizer=dict(type='SGD', lr=0.05, momentum=momentum)),
         default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                            interval=ckpt_interval or max_iters),
+            checkpoint=dict(type=checkpoint_hook, by_epoch=False,
+                            interval=ckpt_interval or max_iters, max_keep_ckpts=max_keep_ckpts),
             logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=list(hooks),
         randomness=dict(seed=0),

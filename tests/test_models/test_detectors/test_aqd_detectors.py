@@ -122,3 +122,24 @@ def test_layers_saved_unquantized_load_into_quantized_ones():
     state = tiny_detector('retinanet', 4, cfg=cfg).state_dict()
     assert state['neck.lateral_convs.0.conv._extra_state'].tolist() == [32, 32]
     MODELS.build(tiny_config('retinanet', 4).model).load_state_dict(state, strict=False)
+
+
+@pytest.mark.parametrize('detector,key', [('retinanet', 'anchor_generator.strides'),
+                                          ('fcos', 'strides')])
+def test_head_strides_that_are_not_the_feature_maps_are_refused(detector, key):
+    cfg = tiny_config(detector, 4)
+    head = cfg.model.bbox_head
+    wrong = [4, 8, 16, 32, 64]  # the neck starts at P3: 8 .. 128
+    if key == 'strides':
+        head.strides = wrong
+    else:
+        head.anchor_generator.strides = wrong
+    model = MODELS.build(cfg.model).eval()
+    x = torch.zeros(1, 3, 96, 128)
+    with pytest.raises(ValueError, match=re.escape(
+            "strides [4, 8, 16, 32, 64] do not match the 5 feature maps ['12x16', '6x8', "
+            "'3x4', '2x2', '1x1'] of a 96x128 input (strides [8, 16, 32, 48, 96])")):
+        model.extract_feat(x)
+    # the configs' own strides pass, on an input no stride divides
+    right = tiny_detector(detector, 4)
+    assert len(right.extract_feat(torch.zeros(1, 3, 100, 75))) == 5
