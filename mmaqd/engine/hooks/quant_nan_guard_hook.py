@@ -34,9 +34,13 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(item)
 
 
-def _count_non_finite(x: torch.Tensor) -> Tuple[int, int]:
-    """Numbers of NaN and of +-Inf values in ``x``."""
-    return int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+def _non_finite(x: torch.Tensor) -> Optional[str]:
+    """None for a finite ``x``, else ``'N NaN and M Inf values (of K)'``."""
+    x = x.detach()
+    if bool(torch.isfinite(x).all()):
+        return None
+    return (f'{int(torch.isnan(x).sum())} NaN and {int(torch.isinf(x).sum())} Inf values '
+            f'(of {x.numel()})')
 
 
 @HOOKS.register_module()
@@ -118,20 +122,17 @@ class QuantNaNGuardHook(Hook):
         def hook(quantizer: Quantizer, inputs: Tuple[torch.Tensor, ...]) -> None:
             if self._where is None:
                 return
-            x = inputs[0]
-            if not bool(torch.isfinite(x).all()):
-                nan, inf = _count_non_finite(x)
+            what = f'quantizer {name!r} ({type(quantizer).__name__}, {quantizer.bits} bits)'
+            found = _non_finite(inputs[0])
+            if found:
                 raise NonFiniteQuantizerInputError(
-                    f'QuantNaNGuardHook: quantizer {name!r} ({type(quantizer).__name__}, '
-                    f'{quantizer.bits} bits) received {nan} NaN and {inf} Inf values (of '
-                    f'{x.numel()}) at {self._where}')
+                    f'QuantNaNGuardHook: {what} received {found} at {self._where}')
             for param_name, param in quantizer.named_parameters(recurse=False):
-                if not bool(torch.isfinite(param).all()):
-                    nan, inf = _count_non_finite(param.detach())
+                found = _non_finite(param)
+                if found:
                     raise NonFiniteQuantizerInputError(
-                        f'QuantNaNGuardHook: quantizer {name!r} ({type(quantizer).__name__}, '
-                        f'{quantizer.bits} bits) has {nan} NaN and {inf} Inf values in its '
-                        f'{param_name!r} at {self._where}')
+                        f'QuantNaNGuardHook: {what} has {found} in its {param_name!r} at '
+                        f'{self._where}')
 
         return hook
 
@@ -141,12 +142,12 @@ class QuantNaNGuardHook(Hook):
             if self._where is None:
                 return
             for k, x in enumerate(_tensors(output)):
-                if not bool(torch.isfinite(x).all()):
-                    nan, inf = _count_non_finite(x.detach())
+                found = _non_finite(x)
+                if found:
                     raise NonFiniteOutputError(
                         f'QuantNaNGuardHook: module {name!r} ({type(module).__name__}) output '
-                        f'{k} has {nan} NaN and {inf} Inf values (of {x.numel()}) at '
-                        f'{self._where}; it is the first module whose output is not finite')
+                        f'{k} has {found} at {self._where}; it is the first module whose '
+                        f'output is not finite')
 
         return hook
 

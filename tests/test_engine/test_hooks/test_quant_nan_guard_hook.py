@@ -82,8 +82,8 @@ def test_nan_weight_and_nan_step_are_named():
     with torch.no_grad():
         conv_of(model).input_quantizer.step.fill_(float('inf'))
     with pytest.raises(NonFiniteQuantizerInputError,
-                       match=rf"'{LAYER}\.input_quantizers\.0' .* has 0 NaN and 1 Inf values in "
-                       r"its 'step' at train iteration 3"):
+                       match=rf"'{LAYER}\.input_quantizers\.0' .* has 0 NaN and 1 Inf values "
+                       r"\(of 1\) in its 'step' at train iteration 3"):
         conv_of(model)(torch.randn(1, 2, 4, 4))
 
 
