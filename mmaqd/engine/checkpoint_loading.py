@@ -142,8 +142,8 @@ def _foreign_globals(filename: str) -> List[str]:
                     found.append(f'{strings[-2]}.{strings[-1]}')
                 elif isinstance(arg, str):
                     strings.append(arg)
-    except Exception:  # noqa: BLE001  (a cut or garbled pickle: keep what was read)
-        pass
+    except (ValueError, EOFError, UnicodeDecodeError):
+        pass  # a cut or garbled pickle: keep what was read
     return [g for g in found if g.split('.')[0] not in _CHECKPOINT_MODULES]
 
 

@@ -25,8 +25,8 @@ def fold_bn(bn: _BatchNorm, acc_unit: torch.Tensor,
     """Fold an inference-mode BN (after a conv with accumulator unit ``S``) into integers.
 
     ``BN(S * acc + c) = g' * S * (acc + B)`` with ``g' = gamma / sqrt(var + eps)`` and
-    ``B = round((beta / g' - mu + c) / S)`` (aqd-notes §2). The sign of
-    ``g'`` is applied to the integers so that the output unit ``|g'| * S`` is positive.
+    ``B = round((beta / g' - mu + c) / S)`` (aqd-notes §2). The sign of ``g'`` is
+    applied to the integers so that the output unit ``|g'| * S`` is positive.
 
     A channel with ``gamma = 0`` outputs the constant ``beta`` whatever its input
     (mmdet's ResNet starts the last BN of every block so). It is returned as

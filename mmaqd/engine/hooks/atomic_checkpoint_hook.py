@@ -17,8 +17,7 @@ def fsync_path(path: str) -> None:
     Args:
         path (str): A file or a folder.
     """
-    flags = os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) if osp.isdir(path) else os.O_RDONLY
-    fd = os.open(path, flags)
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -89,5 +88,5 @@ class AtomicCheckpointHook(CheckpointHook):
         write_text_atomically(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
         for old in outdated:
             path = osp.join(self.out_dir, self.filename_tmpl.format(old))
-            if osp.isfile(path) and old != step:
+            if osp.isfile(path):
                 os.remove(path)
