@@ -17,6 +17,10 @@ class NonFiniteQuantizerInputError(FloatingPointError):
     """A quantizer received NaN or Inf values (or holds a non-finite scale)."""
 
 
+def _describe(name: str, quantizer: Quantizer) -> str:
+    return f'quantizer {name!r} ({type(quantizer).__name__}, {quantizer.bits} bits)'
+
+
 class NonFiniteOutputError(FloatingPointError):
     """A module (a layer, a head's last conv, a loss) produced NaN or Inf values."""
 
@@ -122,17 +126,17 @@ class QuantNaNGuardHook(Hook):
         def hook(quantizer: Quantizer, inputs: Tuple[torch.Tensor, ...]) -> None:
             if self._where is None:
                 return
-            what = f'quantizer {name!r} ({type(quantizer).__name__}, {quantizer.bits} bits)'
             found = _non_finite(inputs[0])
             if found:
                 raise NonFiniteQuantizerInputError(
-                    f'QuantNaNGuardHook: {what} received {found} at {self._where}')
+                    f'QuantNaNGuardHook: {_describe(name, quantizer)} received {found} at '
+                    f'{self._where}')
             for param_name, param in quantizer.named_parameters(recurse=False):
                 found = _non_finite(param)
                 if found:
                     raise NonFiniteQuantizerInputError(
-                        f'QuantNaNGuardHook: {what} has {found} in its {param_name!r} at '
-                        f'{self._where}')
+                        f'QuantNaNGuardHook: {_describe(name, quantizer)} has {found} in its '
+                        f'{param_name!r} at {self._where}')
 
         return hook
 
