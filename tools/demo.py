@@ -20,6 +20,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mmaqd.datasets import write_subset
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DATASETS = {
     'synthetic': dict(
@@ -101,17 +103,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                   f'AP50 {metrics["coco/bbox_mAP_50"]:.3f}')
         else:
             print(f'{name:38s} no detection above the score threshold')
-
-
-def write_subset(src: str, dst: str, num: int) -> None:
-    """Write a COCO annotation file with the first ``num`` images of ``src`` and their boxes."""
-    with open(src) as f:
-        coco = json.load(f)
-    coco['images'] = coco['images'][:num]
-    kept = {img['id'] for img in coco['images']}
-    coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] in kept]
-    with open(dst, 'w') as f:
-        json.dump(coco, f)
 
 
 def verify_integer(config: str, checkpoint: str, timings: Dict[str, float]) -> dict:

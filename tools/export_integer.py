@@ -17,22 +17,14 @@ Example::
 import argparse
 import json
 import os.path as osp
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
-from mmengine.config import Config, DictAction
-from mmengine.runner import load_checkpoint
-from mmengine.utils import import_modules_from_strings
+from mmengine.config import DictAction
 
-import mmaqd  # noqa: F401  (registers mmaqd's modules and its checkpoint loader)
+from mmaqd.apis import DEFAULT_SIZE, example_shape, load_trained
 from mmaqd.integer import convert_detector
 from mmaqd.integer.export import export_integer, weight_statistics
-from mmdet.registry import MODELS
-from mmdet.utils import register_all_modules
-
-#: Side of the example image when the config's test pipeline does not fix a size
-#: (the generated digits set's 256 x 256 images).
-DEFAULT_SIZE = 256
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -48,51 +40,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def example_shape(cfg: Config) -> Tuple[int, int]:
-    """``(H, W)`` from a fixed-size Resize of the test pipeline, else the default size."""
-    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', [])
-    for transform in pipeline:
-        scale = transform.get('scale') if transform.get('type') == 'Resize' else None
-        if isinstance(scale, int):
-            return scale, scale
-        if isinstance(scale, (tuple, list)) and len(scale) == 2:
-            return int(scale[1]), int(scale[0])  # mmcv's Resize scale is (w, h)
-    return DEFAULT_SIZE, DEFAULT_SIZE
-
-
-def build_model(cfg: Config, checkpoint: str) -> torch.nn.Module:
-    """Build the detector of ``cfg``, load ``checkpoint`` (strict) and return it in eval mode."""
-    if cfg.get('custom_imports'):
-        import_modules_from_strings(**cfg.custom_imports)
-    register_all_modules()
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-    return model.eval()
-
-
-def load_trained(args: argparse.Namespace) -> Tuple[Config, torch.nn.Module]:
-    """The config (with ``--cfg-options``) and the trained model of a tool's arguments.
-
-    Args:
-        args (Namespace): With ``config``, ``checkpoint`` and ``cfg_options``.
-
-    Returns:
-        tuple: The config and the model (checkpoint loaded, eval mode).
-
-    Raises:
-        FileNotFoundError: If the checkpoint does not exist.
-    """
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    return cfg, build_model(cfg, args.checkpoint)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    cfg, model = load_trained(args)
+    cfg, model = load_trained(args.config, args.checkpoint, args.cfg_options)
     engine = convert_detector(model)
     height, width = args.shape or example_shape(cfg)
     image = torch.zeros(1, 3, height, width)

@@ -18,23 +18,16 @@ Example::
 import argparse
 import json
 import os.path as osp
-import sys
 from typing import Optional, Sequence
 
 import torch
 from mmengine.config import DictAction
 
-import mmaqd  # noqa: F401  (registers mmaqd's modules and its checkpoint loader)
+from mmaqd.apis import eval_images, example_shape, load_trained, merge_batches
 from mmaqd.integer import convert_detector
 from mmaqd.integer.compare import code_agreement
+from mmaqd.integer.export import head_outputs
 from mmaqd.integer.onnx_export import OnnxDetector, export_onnx
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from export_integer import example_shape, load_trained  # noqa: E402
-from verify_integer import eval_images, merge_batches  # noqa: E402
-
-KINDS = {'AQDRetinaHead': ('cls_score', 'bbox_pred'),
-         'AQDFCOSHead': ('cls_score', 'bbox_pred', 'centerness')}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -51,9 +44,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    cfg, model = load_trained(args)
+    cfg, model = load_trained(args.config, args.checkpoint, args.cfg_options)
     engine = convert_detector(model)
-    kinds = KINDS[type(model.bbox_head).__name__]
+    kinds = head_outputs(model.bbox_head)
     height, width = example_shape(cfg)
     _, report = export_onnx(engine, args.out, torch.zeros(1, 3, height, width), kinds)
     runtime = OnnxDetector(args.out, len(kinds))

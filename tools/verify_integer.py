@@ -18,20 +18,16 @@ import argparse
 import json
 import os.path as osp
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
-import numpy as np
 import torch
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.config import DictAction
+from mmengine.runner import load_checkpoint
 
-import mmaqd  # noqa: F401  (registers mmaqd's modules)
+from mmaqd.apis import (build_quantized_detector, calibrate, eval_images, generated_images,
+                        load_config, merge_batches)
 from mmaqd.integer import convert_detector
 from mmaqd.integer.compare import code_agreement, exact_agreement
-from mmdet.registry import MODELS
-from mmdet.utils import register_all_modules
-
-_HERE = osp.dirname(osp.abspath(__file__))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -55,99 +51,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def generated_images(num: int, size: int, seed: int) -> torch.Tensor:
-    """Images of the generated digits set (uint8 values as float, N x 3 x H x W)."""
-    sys.path.insert(0, osp.join(_HERE, 'dataset_converters'))
-    try:
-        import synthetic
-    finally:
-        sys.path.pop(0)
-    rng = np.random.default_rng(seed)
-    glyphs, labels = synthetic.load_glyphs(seed)['train']
-    photos = synthetic.load_photos()
-    images = [synthetic.make_image(rng, glyphs, labels, size, photos, min_size=min(24, size // 4),
-                                   max_size=min(96, size // 2))[0] for _ in range(num)]
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
-
-
-def calibrate(model: torch.nn.Module, images: torch.Tensor, passes: int) -> None:
-    """Run ``images`` through the detector in train mode without gradients.
-
-    Initialises the LSQ steps (first pass) and the BN running statistics of a
-    model that was not trained; the model is left in train mode.
-
-    Args:
-        model (nn.Module): The detector.
-        images (Tensor): Preprocessed images ``(N, 3, H, W)``.
-        passes (int): Forward passes.
-    """
-    model.train()
-    with torch.no_grad():
-        for _ in range(passes):
-            model.bbox_head(model.neck(model.backbone(images)))
-
-
-def dataset_images(cfg: Config, model: torch.nn.Module, num: int) -> Optional[List[torch.Tensor]]:
-    """The first ``num`` preprocessed val images (1 x 3 x H x W each, sizes may differ),
-    or None if the data is missing."""
-    loader_cfg = dict(cfg.val_dataloader)
-    ann = osp.join(loader_cfg['dataset'].get('data_root', ''),
-                   loader_cfg['dataset'].get('ann_file', ''))
-    if not osp.isfile(ann):
-        return None
-    loader_cfg.update(batch_size=1, num_workers=0, persistent_workers=False)
-    loader = Runner.build_dataloader(loader_cfg)
-    batches = []
-    for data in loader:
-        batches.append(model.data_preprocessor(data, False)['inputs'])
-        if len(batches) == num:
-            break
-    return batches
-
-
-def eval_images(cfg: Config, model: torch.nn.Module, num: int, size: int,
-                seed: int = 0) -> Tuple[List[torch.Tensor], str]:
-    """The first ``num`` preprocessed val images, or generated ones if the data is missing.
-
-    Args:
-        cfg (Config): The config (its val dataloader).
-        model (nn.Module): The detector (its data preprocessor).
-        num (int): Number of images.
-        size (int): Side of the generated images.
-        seed (int): Seed of the generated images. Defaults to 0.
-
-    Returns:
-        tuple: The batches and a description of their source.
-    """
-    images = dataset_images(cfg, model, num)
-    if images is not None:
-        return images, 'val images'
-    return ([generated_images(num, size, seed) - model.data_preprocessor.mean],
-            'generated images (the val data is missing)')
-
-
-def merge_batches(outputs: List[tuple], kind: int) -> List[torch.Tensor]:
-    """The per-level tensors of output ``kind`` of every batch, in one list."""
-    return [t for per_batch in outputs for t in per_batch[kind]]
-
-
-def build_model(args: argparse.Namespace) -> tuple:
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if 'quant_cfg' not in cfg.model:
-        raise ValueError(f'{args.config}: model has no quant_cfg (not a quantized detector)')
-    if args.bits is not None:
-        cfg.model.quant_cfg.w_bits = cfg.model.quant_cfg.a_bits = args.bits
-    register_all_modules()
-    torch.manual_seed(args.seed)
-    model = MODELS.build(cfg.model)
-    return cfg, model
-
-
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    cfg, model = build_model(args)
+    cfg = load_config(args.config, args.cfg_options)
+    model = build_quantized_detector(cfg, args.bits, args.seed)
     mean = model.data_preprocessor.mean
     if args.random_init:
         model.init_weights()

@@ -1,5 +1,5 @@
 # Full-precision RetinaNet-R18 (AQD architecture) trained from scratch on the NEON
-# tree-crown tiles, sized for a 2-core CPU (settings from ../shared neon notes:
+# tree-crown tiles, sized for a 2-core CPU (settings measured in docs/datasets.md:
 # 400 px tiles at their size, anchors from 16 px, FPN/head width 128).
 _base_ = [
     '../_base_/models/aqd_retinanet_r18_fpn.py',

@@ -25,7 +25,7 @@ def fold_bn(bn: _BatchNorm, acc_unit: torch.Tensor,
     """Fold an inference-mode BN (after a conv with accumulator unit ``S``) into integers.
 
     ``BN(S * acc + c) = g' * S * (acc + B)`` with ``g' = gamma / sqrt(var + eps)`` and
-    ``B = round((beta / g' - mu + c) / S)`` (aqd-notes §2). The sign of ``g'`` is
+    ``B = round((beta / g' - mu + c) / S)`` (docs/integer_arithmetic.md §2). The sign of ``g'`` is
     applied to the integers so that the output unit ``|g'| * S`` is positive.
 
     A channel with ``gamma = 0`` outputs the constant ``beta`` whatever its input

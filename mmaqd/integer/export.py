@@ -28,6 +28,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from torch import nn
 
 from .convert import IMAGE_BITS
 from .detector import IntegerDetector
@@ -42,6 +43,26 @@ FORMAT_VERSION = 1
 #: Names of the head's output kinds, in the order of its outputs.
 RETINA_KINDS = ('cls_score', 'bbox_pred')
 FCOS_KINDS = ('cls_score', 'bbox_pred', 'centerness')
+#: The output kinds of each AQD head type.
+HEAD_OUTPUTS = {'AQDRetinaHead': RETINA_KINDS, 'AQDFCOSHead': FCOS_KINDS}
+
+
+def head_outputs(head: nn.Module) -> Tuple[str, ...]:
+    """The names of ``head``'s raw outputs, in order.
+
+    Args:
+        head (nn.Module): An AQD head.
+
+    Returns:
+        tuple[str]: E.g. ``('cls_score', 'bbox_pred')``.
+
+    Raises:
+        ValueError: For a head type without integer form.
+    """
+    name = type(head).__name__
+    if name not in HEAD_OUTPUTS:
+        raise ValueError(f'{name} has no integer form; expected one of {sorted(HEAD_OUTPUTS)}')
+    return HEAD_OUTPUTS[name]
 
 _INT_DTYPES = {'in_m0': torch.int32, 'in_shift': torch.int8, 'bias': torch.int32,
                'sign': torch.int8, 'mantissa_x': torch.int64, 'mantissa_y': torch.int64}

@@ -1,4 +1,4 @@
-"""Fixed-point requantization of integer accumulators (aqd-notes §2).
+"""Fixed-point requantization of integer accumulators (docs/integer_arithmetic.md §2).
 
 A positive real multiplier ``M`` is stored as an int32-representable mantissa
 ``M0`` in ``[2^30, 2^31)`` and a right shift: ``M ~= M0 * 2^-shift`` (the

@@ -9,7 +9,9 @@ from .ste import round_ste
 
 
 class AddAlignment(NamedTuple):
-    """How an integer engine adds two integer tensors with different units (aqd-notes §3).
+    """How an integer engine adds two integer tensors with different units.
+
+    See docs/integer_arithmetic.md §3.
 
     ``out = Xi * M_x + Yi * M_y`` in ``output_unit``, where ``Xi``, ``Yi`` are the
     operands in their own units and ``M = mantissa / 2^frac_bits`` is rounded

@@ -8,7 +8,7 @@ from .ste import round_ste
 
 
 class FoldedBN(NamedTuple):
-    """The integer form of a BN that follows a quantized conv (aqd-notes §2).
+    """The integer form of a BN that follows a quantized conv (docs/integer_arithmetic.md §2).
 
     ``BN(y) = multiplier * (y + bias * unit)`` for a conv accumulator ``y``
     measured in ``unit``; an integer engine adds ``bias`` to the int32

@@ -4,6 +4,7 @@ import os.path as osp
 import pytest
 import torch
 
+from mmaqd.apis import DEFAULT_SIZE, example_shape
 from mmaqd.integer import convert_detector
 from mmaqd.integer.export import load_integer
 from tests.conftest import ROOT, load_tool
@@ -56,9 +57,9 @@ def test_example_shape_reads_a_fixed_resize():
     cfg = Config(dict(test_dataloader=dict(dataset=dict(pipeline=[
         dict(type='LoadImageFromFile'), dict(type='Resize', scale=(320, 192), keep_ratio=False)
     ]))))
-    assert export_tool.example_shape(cfg) == (192, 320)
-    assert export_tool.example_shape(Config.fromfile(osp.join(ROOT, CONFIGS['fcos']))) == \
-        (export_tool.DEFAULT_SIZE, export_tool.DEFAULT_SIZE)
+    assert example_shape(cfg) == (192, 320)
+    assert example_shape(Config.fromfile(osp.join(ROOT, CONFIGS['fcos']))) == \
+        (DEFAULT_SIZE, DEFAULT_SIZE)
 
 
 def test_onnx_export_tool_on_tiny_checkpoint(tmp_path, capsys):

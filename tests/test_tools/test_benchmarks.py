@@ -3,9 +3,10 @@ import os.path as osp
 
 import pytest
 
+from mmaqd.utils import timing
 from tests.conftest import ROOT, load_tool
 
-timing = load_tool('benchmarks/timing.py')
+
 costs = load_tool('benchmarks/detector_costs.py')
 
 CONFIGS = [osp.join(ROOT, 'configs', 'aqd', f'retinanet_r18_fpn_aqd-{name}_synthetic.py')

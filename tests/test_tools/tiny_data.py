@@ -1,12 +1,10 @@
 """A tiny generated data set and the config options that point a run at it."""
-from tests.conftest import load_tool
-
-synthetic = load_tool('dataset_converters/synthetic.py')
+from mmaqd.datasets.synthetic_digits import generate
 
 
 def make_tiny_data(out: str, size: int = 128) -> str:
     """Generate 4 train and 2 val images (``size`` square) of the digits set under ``out``."""
-    synthetic.generate(out, num_train=4, num_val=2, size=size, seed=0, min_size=24,
+    generate(out, num_train=4, num_val=2, size=size, seed=0, min_size=24,
                        max_size=48)
     return out
 

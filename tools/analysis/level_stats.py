@@ -16,19 +16,14 @@ Example::
 import argparse
 import json
 import os.path as osp
-import sys
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import DictAction
 
-import mmaqd  # noqa: F401  (registers mmaqd's modules and its checkpoint loader)
+from mmaqd.apis import eval_images, load_trained
 from mmaqd.models.layers.level_conv_module import LevelConvModule
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from export_integer import load_trained  # noqa: E402
-from verify_integer import eval_images  # noqa: E402
 
 Moments = Dict[Tuple[str, int], List[torch.Tensor]]
 
@@ -147,7 +142,7 @@ def plot(stats: Dict[str, dict], norm: str, path: str, title: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    cfg, model = load_trained(args)
+    cfg, model = load_trained(args.config, args.checkpoint, args.cfg_options)
     images, source = eval_images(cfg, model, args.num_images, 256)
     stats = collect(model, images)
     summary = summarise(stats)

@@ -44,6 +44,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mmaqd.datasets import write_subset
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(ROOT, 'configs', 'aqd')
 #: Seconds per training iteration on the project's 2-core CPU, for the plan's time
@@ -557,8 +559,6 @@ def val_subsets(mode: str, root: str) -> Dict[str, Optional[str]]:
     Returns:
         dict: Dataset -> annotation file, or None for the whole split.
     """
-    sys.path.insert(0, osp.join(ROOT, 'tools'))
-    from demo import write_subset
     subsets: Dict[str, Optional[str]] = {}
     for dataset, num in PLANS[mode].val_images.items():
         if num is None:

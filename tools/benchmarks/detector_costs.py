@@ -29,7 +29,6 @@ import io
 import json
 import os.path as osp
 import statistics
-import sys
 import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -37,19 +36,11 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-_HERE = osp.dirname(osp.abspath(__file__))
-sys.path.insert(0, osp.dirname(_HERE))
-sys.path.insert(0, _HERE)
-from export_integer import build_model  # noqa: E402
-from export_onnx import KINDS  # noqa: E402
-from timing import interleaved_times, median_ratio  # noqa: E402
-from verify_integer import calibrate, generated_images  # noqa: E402
-
-from mmaqd.integer import convert_detector  # noqa: E402
-from mmaqd.integer.export import export_integer  # noqa: E402
-from mmdet.registry import MODELS  # noqa: E402
-from mmdet.testing import demo_mm_inputs  # noqa: E402
-from mmdet.utils import register_all_modules  # noqa: E402
+from mmaqd.apis import build_detector, calibrate, generated_images, load_trained
+from mmaqd.integer import convert_detector
+from mmaqd.integer.export import export_integer, head_outputs
+from mmaqd.utils import interleaved_times, median_ratio
+from mmdet.testing import demo_mm_inputs
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -85,7 +76,6 @@ def load_models(configs: Sequence[str], checkpoints: Optional[Sequence[str]],
     """
     if checkpoints is not None and len(checkpoints) != len(configs):
         raise ValueError(f'{len(configs)} configs but {len(checkpoints)} checkpoints')
-    register_all_modules()
     models, cfgs = {}, {}
     for i, path in enumerate(configs):
         cfg = Config.fromfile(path)
@@ -97,10 +87,10 @@ def load_models(configs: Sequence[str], checkpoints: Optional[Sequence[str]],
         if name in models:
             raise ValueError(f'{path}: two configs named {name}')
         if checkpoints is not None:
-            model = build_model(cfg, checkpoints[i])
+            cfg, model = load_trained(path, checkpoints[i])
         else:
             torch.manual_seed(0)
-            model = MODELS.build(cfg.model)
+            model = build_detector(cfg)
             if i > 0:
                 calibrate(model, generated_images(2, size, 1) - model.data_preprocessor.mean, 1)
         models[name], cfgs[name] = model, cfg
@@ -159,7 +149,7 @@ def file_sizes(models: Dict[str, torch.nn.Module], engines: Dict[str, torch.nn.M
             sizes[f'{name} integer export'] = osp.getsize(path)
             if export_onnx is not None:
                 path = osp.join(tmp, f'{name}.onnx')
-                kinds = KINDS.get(type(models[name].bbox_head).__name__)
+                kinds = head_outputs(models[name].bbox_head)
                 try:
                     export_onnx(engine, path, image, kinds)
                     sizes[f'{name} onnx'] = osp.getsize(path)

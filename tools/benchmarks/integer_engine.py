@@ -12,7 +12,6 @@ Example:
 import argparse
 import os.path as osp
 import statistics
-import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -20,12 +19,9 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from timing import interleaved_times, median_ratio  # noqa: E402
-from verify_integer import build_model, calibrate, generated_images  # noqa: E402
-
-from mmaqd.integer import convert_detector, ops  # noqa: E402
+from mmaqd.apis import build_quantized_detector, calibrate, generated_images, load_config
+from mmaqd.integer import convert_detector, ops
+from mmaqd.utils import interleaved_times, median_ratio
 
 _TIMED_OPS = ('requantize', 'conv2d', 'rescale_fixed', 'max_pool2d', 'upsample_nearest', 'relu')
 
@@ -72,10 +68,8 @@ def op_timers(totals: Dict[str, float]):
 def main(argv: Optional[Sequence[str]] = None) -> str:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    build_args = argparse.Namespace(config=args.config, cfg_options=None, bits=None, seed=0)
-    _, model = build_model(build_args)
-    build_args.bits = 32
-    _, fp_model = build_model(build_args)
+    model = build_quantized_detector(load_config(args.config))
+    fp_model = build_quantized_detector(load_config(args.config), bits=32)
     mean = model.data_preprocessor.mean
     calibrate(model, generated_images(2, args.size, 1) - mean, 2)
     model.eval()

@@ -11,9 +11,7 @@ Example::
     python tools/benchmarks/quant_overhead.py --quantizers LSQ Clip MinMax --profile
 """
 import argparse
-import os.path as osp
 import statistics
-import sys
 from typing import Callable, Dict, List
 
 import torch
@@ -23,9 +21,7 @@ from torch import nn
 
 import mmaqd.models.layers  # noqa: F401  (registers QConv / QBN)
 from mmaqd.quant import QUANTIZER_TYPES
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from timing import interleaved_times  # noqa: E402
+from mmaqd.utils import interleaved_times
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""Tests of tools/dataset_converters/neon_trees.py against the wheel's VOC sources."""
+"""The NEON tree-crown tiling (mmaqd.datasets.neon_trees) against the wheel's VOC sources."""
 import json
 import os.path as osp
 import zipfile
@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from tests.conftest import load_tool
-
-neon = load_tool('dataset_converters/neon_trees.py')
+from mmaqd.datasets import neon_trees as neon
 
 
 def test_tile_starts_overlapping_and_partition():

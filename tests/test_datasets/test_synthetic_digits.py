@@ -1,4 +1,4 @@
-"""Tests of tools/dataset_converters/synthetic.py."""
+"""The generated digits set (mmaqd.datasets.synthetic_digits)."""
 import json
 import os.path as osp
 
@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from tests.conftest import load_tool
-
-synthetic = load_tool('dataset_converters/synthetic.py')
+from mmaqd.datasets import synthetic_digits as synthetic
 
 
 def test_train_and_val_glyphs_are_disjoint_and_cover_all_classes():
