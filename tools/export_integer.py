@@ -20,23 +20,18 @@ import os.path as osp
 from typing import Optional, Sequence
 
 import torch
-from mmengine.config import DictAction
 
-from mmaqd.apis import DEFAULT_SIZE, example_shape, load_trained
+from mmaqd.apis import DEFAULT_SIZE, example_shape, load_trained, trained_model_parser
 from mmaqd.integer import convert_detector
 from mmaqd.integer.export import export_integer, weight_statistics
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Export an integer program (mmaqd)')
-    parser.add_argument('config', help='config of the quantized detector')
-    parser.add_argument('checkpoint', help='trained checkpoint')
+    parser = trained_model_parser('Export an integer program (mmaqd)')
     parser.add_argument('out', help='output file')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='example image size (default: the test pipeline\'s Resize '
                              f'scale, else {DEFAULT_SIZE} x {DEFAULT_SIZE})')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value pairs')
     return parser.parse_args(argv)
 
 

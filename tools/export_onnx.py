@@ -21,9 +21,9 @@ import os.path as osp
 from typing import Optional, Sequence
 
 import torch
-from mmengine.config import DictAction
 
-from mmaqd.apis import eval_images, example_shape, load_trained, merge_batches
+from mmaqd.apis import (eval_images, example_shape, load_trained, merge_batches,
+                        trained_model_parser)
 from mmaqd.integer import convert_detector
 from mmaqd.integer.compare import code_agreement
 from mmaqd.integer.export import head_outputs
@@ -31,14 +31,10 @@ from mmaqd.integer.onnx_export import OnnxDetector, export_onnx
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Export a QDQ ONNX graph (mmaqd)')
-    parser.add_argument('config', help='config of the quantized detector')
-    parser.add_argument('checkpoint', help='trained checkpoint')
+    parser = trained_model_parser('Export a QDQ ONNX graph (mmaqd)')
     parser.add_argument('out', help='output .onnx file')
     parser.add_argument('--num-images', type=int, default=4,
                         help='val images to compare on (default 4)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value pairs')
     return parser.parse_args(argv)
 
 

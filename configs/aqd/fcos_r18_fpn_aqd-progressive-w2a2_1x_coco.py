@@ -12,6 +12,6 @@ custom_hooks = [
             dict(begin=6, bits=3),
             dict(begin=9, bits=2),
         ],
-        exclude=[r'^backbone\.conv1$', r'^bbox_head\.conv_(cls|reg|centerness)$']),
+        exclude=[_base_.stem_pattern, _base_.fcos_predictor_pattern]),
     dict(type='QuantCalibrationHook', num_batches=16),
 ]

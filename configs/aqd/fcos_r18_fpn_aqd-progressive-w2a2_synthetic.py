@@ -12,6 +12,6 @@ custom_hooks = [
             dict(begin=100, bits=3),
             dict(begin=150, bits=2),
         ],
-        exclude=[r'^backbone\.conv1$', r'^bbox_head\.conv_(cls|reg|centerness)$']),
+        exclude=[_base_.stem_pattern, _base_.fcos_predictor_pattern]),
     dict(type='QuantNaNGuardHook'),  # from the CPU schedule: lists replace, not merge
 ]

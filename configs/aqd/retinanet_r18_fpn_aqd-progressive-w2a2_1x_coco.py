@@ -13,6 +13,6 @@ custom_hooks = [
             dict(begin=6, bits=3),
             dict(begin=9, bits=2),
         ],
-        exclude=[r'^backbone\.conv1$', r'^bbox_head\.retina_(cls|reg)$']),
+        exclude=[_base_.stem_pattern, _base_.retinanet_predictor_pattern]),
     dict(type='QuantCalibrationHook', num_batches=16),
 ]

@@ -16,6 +16,6 @@ custom_hooks = [
             dict(begin=100, bits=3),
             dict(begin=150, bits=2),
         ],
-        exclude=[r'^backbone\.conv1$', r'^bbox_head\.retina_(cls|reg)$']),
+        exclude=[_base_.stem_pattern, _base_.retinanet_predictor_pattern]),
     dict(type='QuantNaNGuardHook'),  # from the CPU schedule: lists replace, not merge
 ]

@@ -2,22 +2,13 @@
 # FP checkpoint of retinanet_r18_fpn_aqd-fp32_1x_coco.py at lr 0.001. Every conv is
 # quantized (backbone, FPN, heads); the stem's weights and the final predictors stay
 # at 8 bits; the stem's input is the integer image.
-_base_ = './retinanet_r18_fpn_aqd-fp32_1x_coco.py'
+_base_ = ['./retinanet_r18_fpn_aqd-fp32_1x_coco.py', '../_base_/quantization/aqd_w4a4.py']
 
 model = dict(
     type='AQDRetinaNet',
-    quant_cfg=dict(
-        w_bits=4,
-        a_bits=4,
-        quantizer='LSQ',
-        scope='all',
-        overrides=[
-            dict(pattern=r'^backbone\.conv1$', w_bits=8),
-            dict(pattern=r'^bbox_head\.retina_(cls|reg)$', w_bits=8, a_bits=8),
-        ]),
-    backbone=dict(type='QResNet', norm_cfg=dict(type='QBN', requires_grad=True),
-                  init_cfg=None),
-    neck=dict(type='QFPN', norm_cfg=dict(type='QBN', requires_grad=True)),
-    bbox_head=dict(conv_cfg=dict(type='QConv')))
+    quant_cfg=_base_.retinanet_quant_cfg,
+    backbone=_base_.quant_backbone,
+    neck=_base_.quant_neck,
+    bbox_head=_base_.quant_head)
 load_from = 'work_dirs/retinanet_r18_fpn_aqd-fp32_1x_coco/epoch_12.pth'
 optim_wrapper = dict(optimizer=dict(lr=0.001))

@@ -1,25 +1,16 @@
 # AQD 4-bit RetinaNet-R18 on the NEON tree-crown set, fine-tuned on 2 CPU cores
 # from the FP checkpoint of retinanet_r18_fpn_aqd-fp32_neon-trees.py (train that first). The
-# quantization settings are those of the COCO config; the optimizer's lr is 10x lower
+# quantization settings are configs/_base_/quantization/aqd_w4a4.py; the lr is 10x lower
 # than the FP run's, as in the AQD recipe.
-_base_ = './retinanet_r18_fpn_aqd-fp32_neon-trees.py'
+_base_ = ['./retinanet_r18_fpn_aqd-fp32_neon-trees.py', '../_base_/quantization/aqd_w4a4.py']
 
 max_iters = 300
 model = dict(
     type='AQDRetinaNet',
-    quant_cfg=dict(
-        w_bits=4,
-        a_bits=4,
-        quantizer='LSQ',
-        scope='all',
-        overrides=[
-            dict(pattern=r'^backbone\.conv1$', w_bits=8),
-            dict(pattern=r'^bbox_head\.retina_(cls|reg)$', w_bits=8, a_bits=8),
-        ]),
-    backbone=dict(type='QResNet', norm_cfg=dict(type='QBN', requires_grad=True),
-                  init_cfg=None),
-    neck=dict(type='QFPN', norm_cfg=dict(type='QBN', requires_grad=True)),
-    bbox_head=dict(conv_cfg=dict(type='QConv')))
+    quant_cfg=_base_.retinanet_quant_cfg,
+    backbone=_base_.quant_backbone,
+    neck=_base_.quant_neck,
+    bbox_head=_base_.quant_head)
 load_from = 'work_dirs/retinanet_r18_fpn_aqd-fp32_neon-trees/iter_800.pth'
 train_cfg = dict(max_iters=max_iters)
 optim_wrapper = dict(optimizer=dict(lr=0.001))

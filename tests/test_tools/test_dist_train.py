@@ -48,8 +48,8 @@ STEP_LR_MULT = 1e4
 CONFIG = """
 _base_ = {base!r}
 model = dict(quant_cfg=dict(overrides=[
-    dict(pattern=r'^backbone\\.conv1$', w_bits=8),
-    dict(pattern=r'^bbox_head\\.retina_(cls|reg)$', w_bits=8, a_bits=8),
+    dict(pattern=_base_.stem_pattern, w_bits=8),
+    dict(pattern=_base_.retinanet_predictor_pattern, w_bits=8, a_bits=8),
     dict(pattern=r'^neck\\.fpn_convs\\.4\\.conv$', w_bits=32, a_bits=32),
 ]))
 optim_wrapper = dict(

@@ -20,23 +20,18 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.config import DictAction
 
-from mmaqd.apis import eval_images, load_trained
+from mmaqd.apis import eval_images, load_trained, trained_model_parser
 from mmaqd.models.layers.level_conv_module import LevelConvModule
 
 Moments = Dict[Tuple[str, int], List[torch.Tensor]]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Per-level head norm input statistics')
-    parser.add_argument('config', help='detector config')
-    parser.add_argument('checkpoint', help='trained checkpoint')
+    parser = trained_model_parser('Per-level head norm input statistics')
     parser.add_argument('--out', help='PNG to plot into')
     parser.add_argument('--norm', help='head norm to plot (default: the first one)')
     parser.add_argument('--num-images', type=int, default=8, help='images to run (default 8)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value pairs')
     return parser.parse_args(argv)
 
 
