@@ -21,10 +21,7 @@ retinanet_quant_cfg = dict(
         dict(pattern=retinanet_predictor_pattern, w_bits=8, a_bits=8),
     ])
 fcos_quant_cfg = dict(
-    w_bits=4,
-    a_bits=4,
-    quantizer='LSQ',
-    scope='all',
+    retinanet_quant_cfg,
     overrides=[
         dict(pattern=stem_pattern, w_bits=8),
         dict(pattern=fcos_predictor_pattern, w_bits=8, a_bits=8),
