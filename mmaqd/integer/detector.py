@@ -15,7 +15,7 @@ from mmaqd.quant import LevelNorm, MultiLevelBN, SharedLevelBN
 
 from . import ops
 from .convert import ConversionError, convert_add, convert_conv
-from .layers import IntConv
+from .layers import IntConv, IntMaxPool, IntReLU, IntUpsample
 
 Units = List[torch.Tensor]
 
@@ -101,7 +101,7 @@ class IntegerResNet(nn.Module):
         self.stem = convert_conv(f'{name}.conv1', backbone.conv1, None, [backbone.norm1],
                                  relu=True)
         pool = backbone.maxpool
-        self.pool_args = (pool.kernel_size, pool.stride, pool.padding)
+        self.pool = IntMaxPool(pool.kernel_size, pool.stride, pool.padding)
         unit = self.stem.out_unit[0]
         self.stages = nn.ModuleList()
         for layer_name in backbone.res_layers:
@@ -114,7 +114,7 @@ class IntegerResNet(nn.Module):
         self.out_units = [self.stages[i][-1].out_unit for i in self.out_indices]
 
     def forward(self, x: torch.Tensor, arith: str) -> Tuple[torch.Tensor, ...]:
-        x = ops.max_pool2d(self.stem(x, arith=arith), *self.pool_args)
+        x = self.pool(self.stem(x, arith=arith))
         outs = []
         for i, blocks in enumerate(self.stages):
             for block in blocks:
@@ -164,25 +164,28 @@ class IntegerFPN(nn.Module):
             units += [units[-1]] * (self.num_outs - used)
         self.used = used
         self.out_units = units
+        self.upsample = IntUpsample()
+        self.extra_pool = IntMaxPool(1, 2, 0)
+        self.extra_relu = IntReLU()
 
     def forward(self, inputs: Sequence[torch.Tensor], arith: str) -> Tuple[torch.Tensor, ...]:
         laterals = [layer(inputs[i + self.start_level], arith=arith)
                     for i, layer in enumerate(self.laterals)]
         for i in range(len(laterals) - 1, 0, -1):
-            up = ops.upsample_nearest(laterals[i], laterals[i - 1].shape[2:])
+            up = self.upsample(laterals[i], laterals[i - 1])
             laterals[i - 1] = self.adds[i - 1](laterals[i - 1], up, arith=arith)
         outs = [self.outputs[i](laterals[i], arith=arith) for i in range(self.used)]
         if self.num_outs > self.used:
             if not self.add_extra_convs:
                 while len(outs) < self.num_outs:
-                    outs.append(ops.max_pool2d(outs[-1], 1, 2, 0))
+                    outs.append(self.extra_pool(outs[-1]))
             else:
                 source = {'on_input': lambda: inputs[self.backbone_end_level - 1],
                           'on_lateral': lambda: laterals[-1],
                           'on_output': lambda: outs[-1]}[self.add_extra_convs]()
                 outs.append(self.outputs[self.used](source, arith=arith))
                 for i in range(self.used + 1, self.num_outs):
-                    prev = ops.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]
+                    prev = self.extra_relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]
                     outs.append(self.outputs[i](prev, arith=arith))
         return tuple(outs)
 

@@ -23,12 +23,24 @@ QAdd                               :class:`IntAdd`: per-channel alignment to the
 max pooling / nearest upsampling   the same on integers (exact)
 =================================  ==============================================
 """
-from typing import List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from . import ops
+
+#: Reads a program tensor by id (:func:`~mmaqd.integer.program.run_program`).
+Reader = Callable[[int], torch.Tensor]
+
+
+def plain_geometry(value: Union[int, str, Sequence[int]]) -> Union[int, str, List[int]]:
+    """A conv / pool geometry argument as an int, a string or a list of ints."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (tuple, list, torch.Size)):
+        return [int(v) for v in value]
+    return int(value)
 
 
 def _stack_or_none(items: Sequence[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
@@ -80,8 +92,63 @@ class IntConv(nn.Module):
         self.register_buffer('sign', _stack_or_none(sign))
         self.register_buffer('out_unit', torch.stack(out_unit).to(torch.float64))
 
-    def forward(self, x: torch.Tensor, level: int = 0, arith: str = 'int') -> torch.Tensor:
+    op = 'conv'
+    inputs = ('x', )
+
+    def constants(self) -> Dict[str, Any]:
+        """The layer's constants as a program stores them (tensors not copied).
+
+        Returns:
+            dict: ``op='conv'``, ``weight`` (int64 codes), ``num_levels``, ``in_range``,
+            ``relu`` (0/1), ``stride``, ``padding``, ``dilation``, ``groups``, float64
+            ``(levels, C)`` ``out_unit`` (metadata: the arithmetic never reads it) and,
+            where the layer has them, int64 ``(levels, C)`` ``in_m0``, ``in_shift``,
+            ``bias``, ``sign`` and the declared weight bits ``w_bits``.
+        """
+        consts = {'op': self.op, 'weight': self.weight, 'num_levels': self.num_levels,
+                  'in_range': list(self.in_range), 'relu': int(self.relu),
+                  'stride': plain_geometry(self.stride), 'padding': plain_geometry(self.padding),
+                  'dilation': plain_geometry(self.dilation), 'groups': int(self.groups),
+                  'out_unit': self.out_unit}
+        for key in ('in_m0', 'in_shift', 'bias', 'sign'):
+            if getattr(self, key) is not None:
+                consts[key] = getattr(self, key)
+        if self.w_bits is not None:
+            consts['w_bits'] = self.w_bits
+        return consts
+
+    @staticmethod
+    def compute(consts: Dict[str, Any], x: torch.Tensor, level: int, arith: str,
+                name: str) -> torch.Tensor:
         """Requantize the input, convolve, add the bias, apply the sign and the ReLU.
+
+        The engine's layer and a program step both compute with this function.
+
+        Args:
+            consts (dict): From :meth:`constants`.
+            x (Tensor): Integer input values (unit: the previous layer's output unit).
+            level (int): Pyramid level (selects the per-level constants).
+            arith (str): ``'int'`` (the engine) or ``'float'`` (the simulation).
+            name (str): The layer's name, for errors.
+
+        Returns:
+            Tensor: Integer outputs in ``out_unit[level]``.
+        """
+        if not 0 <= level < consts['num_levels']:
+            raise IndexError(f'{name}: level {level} is out of range for '
+                             f'{consts["num_levels"]} levels')
+        if 'in_m0' in consts:
+            x = ops.requantize(x, consts['in_m0'][level], consts['in_shift'][level],
+                               *consts['in_range'], arith)
+        bias = consts['bias'][level] if 'bias' in consts else None
+        out = ops.conv2d(x, consts['weight'], bias, consts['stride'], consts['padding'],
+                         consts['dilation'], consts['groups'], arith)
+        if 'sign' in consts:
+            out = out * ops.as_arith(consts['sign'][level], arith).view(1, -1, 1, 1)
+        return ops.relu(out) if consts['relu'] else out
+
+    def forward(self, x: torch.Tensor, level: int = 0, arith: str = 'int') -> torch.Tensor:
+        """:meth:`compute` with this layer's constants.
 
         Args:
             x (Tensor): Integer input values (unit: the previous layer's output unit).
@@ -91,17 +158,18 @@ class IntConv(nn.Module):
         Returns:
             Tensor: Integer outputs in ``out_unit[level]``.
         """
-        if not 0 <= level < self.num_levels:
-            raise IndexError(f'{self.name}: level {level} is out of range for '
-                             f'{self.num_levels} levels')
-        if self.in_m0 is not None:
-            x = ops.requantize(x, self.in_m0[level], self.in_shift[level], *self.in_range,
-                               arith)
-        out = ops.conv2d(x, self.weight, None if self.bias is None else self.bias[level],
-                         self.stride, self.padding, self.dilation, self.groups, arith)
-        if self.sign is not None:
-            out = out * ops.as_arith(self.sign[level], arith).view(1, -1, 1, 1)
-        return ops.relu(out) if self.relu else out
+        return self.compute(self.constants(), x, level, arith, self.name)
+
+    def step(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        """The parameters of a call's program step (see :data:`OPS`): layer and level."""
+        return {'layer': self.name, 'level': int(args['level'])}
+
+    @staticmethod
+    def run(step: Dict[str, Any], constants: Dict[str, Dict[str, Any]], read: Reader,
+            arith: str) -> torch.Tensor:
+        """Execute a program step of this op (see :data:`OPS`)."""
+        return IntConv.compute(constants[step['layer']], read(step['inputs'][0]),
+                               step['level'], arith, step['layer'])
 
     def unit_list(self) -> List[torch.Tensor]:
         """list[Tensor]: The output unit of every level."""
@@ -134,11 +202,127 @@ class IntAdd(nn.Module):
         self.register_buffer('mantissa_y', mantissa_y.to(torch.int64))
         self.register_buffer('out_unit', out_unit.to(torch.float64))
 
+    op = 'add'
+    inputs = ('x', 'y')
+
+    def constants(self) -> Dict[str, Any]:
+        """The layer's constants as a program stores them (tensors not copied).
+
+        Returns:
+            dict: ``op='add'``, int64 ``mantissa_x``, ``mantissa_y``, ``frac_bits``,
+            ``relu`` (0/1) and float64 ``(C,)`` ``out_unit``.
+        """
+        return {'op': self.op, 'mantissa_x': self.mantissa_x, 'mantissa_y': self.mantissa_y,
+                'frac_bits': int(self.frac_bits), 'relu': int(self.relu),
+                'out_unit': self.out_unit}
+
+    @staticmethod
+    def compute(consts: Dict[str, Any], x: torch.Tensor, y: torch.Tensor,
+                arith: str) -> torch.Tensor:
+        """``relu?(round(x * Mx) + round(y * My))`` in ``out_unit`` (engine and program)."""
+        out = (ops.rescale_fixed(x, consts['mantissa_x'], consts['frac_bits'], arith) +
+               ops.rescale_fixed(y, consts['mantissa_y'], consts['frac_bits'], arith))
+        return ops.relu(out) if consts['relu'] else out
+
     def forward(self, x: torch.Tensor, y: torch.Tensor, arith: str = 'int') -> torch.Tensor:
-        """``relu?(round(x * Mx) + round(y * My))`` in ``out_unit``."""
-        out = (ops.rescale_fixed(x, self.mantissa_x, self.frac_bits, arith) +
-               ops.rescale_fixed(y, self.mantissa_y, self.frac_bits, arith))
-        return ops.relu(out) if self.relu else out
+        """:meth:`compute` with this layer's constants."""
+        return self.compute(self.constants(), x, y, arith)
+
+    def step(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        """The parameters of a call's program step (see :data:`OPS`): the layer."""
+        return {'layer': self.name}
+
+    @staticmethod
+    def run(step: Dict[str, Any], constants: Dict[str, Dict[str, Any]], read: Reader,
+            arith: str) -> torch.Tensor:
+        """Execute a program step of this op (see :data:`OPS`)."""
+        x, y = (read(tid) for tid in step['inputs'])
+        return IntAdd.compute(constants[step['layer']], x, y, arith)
 
     def extra_repr(self) -> str:
         return f'{self.name!r}, frac_bits={self.frac_bits}, relu={self.relu}'
+
+
+class IntMaxPool(nn.Module):
+    """Max pooling on integers (exact in both arithmetics).
+
+    Args:
+        kernel_size, stride, padding: The pooling geometry.
+    """
+
+    op = 'max_pool'
+    inputs = ('x', )
+
+    def __init__(self, kernel_size, stride, padding) -> None:
+        super().__init__()
+        self.kernel_size = plain_geometry(kernel_size)
+        self.stride = plain_geometry(stride)
+        self.padding = plain_geometry(padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def step(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        """The parameters of a call's program step (see :data:`OPS`): the geometry."""
+        return {'kernel_size': self.kernel_size, 'stride': self.stride, 'padding': self.padding}
+
+    @staticmethod
+    def run(step: Dict[str, Any], constants: Dict[str, Dict[str, Any]], read: Reader,
+            arith: str) -> torch.Tensor:
+        """Execute a program step of this op (see :data:`OPS`)."""
+        return ops.max_pool2d(read(step['inputs'][0]), step['kernel_size'], step['stride'],
+                              step['padding'])
+
+    def extra_repr(self) -> str:
+        return f'kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}'
+
+
+class IntUpsample(nn.Module):
+    """Nearest upsampling of ``x`` to the height and width of ``like``.
+
+    Taking the size from a tensor (FPN: the lateral the result is added to) keeps a
+    recorded program valid for any input size.
+    """
+
+    op = 'upsample'
+    inputs = ('x', )
+
+    def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return ops.upsample_nearest(x, like.shape[-2:])
+
+    def step(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        """The parameters of a call's program step: ``size_of``, the tensor ``like``."""
+        return {'size_of': args['like']}
+
+    @staticmethod
+    def run(step: Dict[str, Any], constants: Dict[str, Dict[str, Any]], read: Reader,
+            arith: str) -> torch.Tensor:
+        """Execute a program step of this op (see :data:`OPS`)."""
+        return ops.upsample_nearest(read(step['inputs'][0]), read(step['size_of']).shape[-2:])
+
+
+class IntReLU(nn.Module):
+    """ReLU on integers, where it is a step of its own (FPN before its extra convs)."""
+
+    op = 'relu'
+    inputs = ('x', )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.relu(x)
+
+    def step(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        """The parameters of a call's program step: none besides the input."""
+        return {}
+
+    @staticmethod
+    def run(step: Dict[str, Any], constants: Dict[str, Dict[str, Any]], read: Reader,
+            arith: str) -> torch.Tensor:
+        """Execute a program step of this op (see :data:`OPS`)."""
+        return ops.relu(read(step['inputs'][0]))
+
+
+#: The integer op set, by program op name. Each class is a module of the engine; a
+#: call is recorded as a step with the ids of its ``inputs`` and the parameters from
+#: ``step`` (tensor values become ids), and ``run`` executes such a step. The ONNX
+#: writer has one handler per name.
+OPS = {cls.op: cls for cls in (IntConv, IntAdd, IntMaxPool, IntUpsample, IntReLU)}

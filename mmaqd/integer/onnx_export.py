@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from .export import weight_storage_bits
+from .layers import OPS
 from .program import Constants, Program, record_program
 
 #: The opset of the exported graphs: the first with int4 / uint4 QDQ.
@@ -174,6 +175,12 @@ class _Emitter:
         self.names: Dict[int, str] = {}
         self.units: Dict[int, torch.Tensor] = {}
         self.weights: Dict[str, Tuple[str, int]] = {}
+        #: One handler per op of the op table (:data:`~mmaqd.integer.layers.OPS`).
+        self.handlers = {'conv': self.conv, 'add': self.add, 'max_pool': self.max_pool,
+                         'upsample': self.upsample, 'relu': self.relu}
+        missing = sorted(set(OPS) - set(self.handlers))
+        if missing:
+            raise OnnxExportError(f'ops {missing} of the op table have no ONNX handler')
 
     def weight(self, layer: str, consts: Dict[str, Any]) -> str:
         """The layer's integer weight initializer, shared by its levels."""
@@ -188,8 +195,10 @@ class _Emitter:
                                    dtype)
         return self.weights[layer]
 
-    def conv(self, step: Dict[str, Any], x: str, in_unit: torch.Tensor) -> Tuple[str, Any]:
-        """Nodes of a conv step on ``x`` (unit ``in_unit``); its output and unit."""
+    def conv(self, index: int, step: Dict[str, Any], args: List[str],
+             in_units: List[torch.Tensor]) -> Tuple[str, Any]:
+        """Nodes of a conv step; its output and unit."""
+        x, in_unit = args[0], in_units[0]
         layer, level = step['layer'], step['level']
         consts = self.constants[layer]
         hint = f'{layer}.l{level}'
@@ -226,9 +235,10 @@ class _Emitter:
             out = self.g.node('Relu', [out], f'{hint}.relu')
         return out, consts['out_unit'][level]
 
-    def add(self, step: Dict[str, Any], x: str, y: str,
-            in_units: Sequence[torch.Tensor]) -> Tuple[str, Any]:
-        """Nodes of an add step on ``x`` and ``y``; its output and unit."""
+    def add(self, index: int, step: Dict[str, Any], args: List[str],
+            in_units: List[torch.Tensor]) -> Tuple[str, Any]:
+        """Nodes of an add step; its output and unit."""
+        x, y = args
         layer = step['layer']
         consts = self.constants[layer]
         unit = consts['out_unit'].double()
@@ -258,8 +268,22 @@ class _Emitter:
             out = self.g.node('Relu', [out], f'{layer}.relu')
         return out, consts['out_unit']
 
-    def upsample(self, x: str, like: str, hint: str) -> str:
-        """Nearest resize of ``x`` to the spatial size of tensor ``like``."""
+    def max_pool(self, index: int, step: Dict[str, Any], args: List[str],
+                 in_units: List[torch.Tensor]) -> Tuple[str, Any]:
+        """A MaxPool node; the unit is the input's."""
+        k, s, p = (_geometry(step[key]) for key in ('kernel_size', 'stride', 'padding'))
+        return self.g.node('MaxPool', [args[0]], f'pool{index}', kernel_shape=k, strides=s,
+                           pads=p + p), in_units[0]
+
+    def relu(self, index: int, step: Dict[str, Any], args: List[str],
+             in_units: List[torch.Tensor]) -> Tuple[str, Any]:
+        """A Relu node; the unit is the input's."""
+        return self.g.node('Relu', [args[0]], f'relu{index}'), in_units[0]
+
+    def upsample(self, index: int, step: Dict[str, Any], args: List[str],
+                 in_units: List[torch.Tensor]) -> Tuple[str, Any]:
+        """Nearest resize to the spatial size of tensor ``size_of``; the input's unit."""
+        x, like, hint = args[0], self.names[step['size_of']], f'up{index}'
         g = self.g
         batch_channels = g.node('Slice', [g.node('Shape', [x], f'{hint}.shape'),
                                           g.const(f'{hint}.s0', np.array([0])),
@@ -269,7 +293,8 @@ class _Emitter:
                                    g.const(f'{hint}.t4', np.array([4]))], f'{hint}.hw')
         sizes = g.node('Concat', [batch_channels, spatial], f'{hint}.sizes', axis=0)
         return g.node('Resize', [x, '', '', sizes], f'{hint}.resize', mode='nearest',
-                      coordinate_transformation_mode='asymmetric', nearest_mode='floor')
+                      coordinate_transformation_mode='asymmetric',
+                      nearest_mode='floor'), in_units[0]
 
     def emit(self, input_name: str) -> List[List[str]]:
         """Translate every step; returns the output names per kind and level."""
@@ -277,25 +302,11 @@ class _Emitter:
         self.names[prog['input']] = input_name
         self.units[prog['input']] = torch.ones(1, dtype=torch.float64)
         for index, step in enumerate(prog['steps']):
-            op = step['op']
-            args = [self.names[t] for t in step['inputs']]
-            in_unit = self.units[step['inputs'][0]]
-            if op == 'conv':
-                out, unit = self.conv(step, args[0], in_unit)
-            elif op == 'add':
-                out, unit = self.add(step, args[0], args[1],
-                                     [self.units[t] for t in step['inputs']])
-            elif op == 'max_pool':
-                k, s, p = (_geometry(step[key]) for key in ('kernel_size', 'stride', 'padding'))
-                out, unit = self.g.node('MaxPool', [args[0]], f'pool{index}', kernel_shape=k,
-                                        strides=s, pads=p + p), in_unit
-            elif op == 'upsample':
-                out = self.upsample(args[0], self.names[step['size_of']], f'up{index}')
-                unit = in_unit
-            elif op == 'relu':
-                out, unit = self.g.node('Relu', [args[0]], f'relu{index}'), in_unit
-            else:
-                raise OnnxExportError(f'step {index}: op {op!r} has no ONNX form')
+            handler = self.handlers.get(step['op'])
+            if handler is None:
+                raise OnnxExportError(f'step {index}: op {step["op"]!r} has no ONNX form')
+            out, unit = handler(index, step, [self.names[t] for t in step['inputs']],
+                                [self.units[t] for t in step['inputs']])
             self.names[step['output']], self.units[step['output']] = out, unit
         return [[self.names[t] for t in kind] for kind in prog['outputs']]
 

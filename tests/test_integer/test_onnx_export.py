@@ -5,12 +5,14 @@ import torch
 
 from mmaqd.integer import convert_detector
 from mmaqd.integer.compare import code_agreement
-from mmaqd.integer.onnx_export import ONNX_OPSET, OnnxDetector, export_onnx
+from mmaqd.integer.export import HEAD_OUTPUTS
+from mmaqd.integer.layers import OPS
+from mmaqd.integer.onnx_export import ONNX_OPSET, OnnxDetector, _Emitter, export_onnx
+from mmaqd.integer.program import PROGRAM_OPS
 
 from .tiny_detectors import tiny_detector, tiny_images
 
-KINDS = {'retinanet': ('cls_score', 'bbox_pred'),
-         'fcos': ('cls_score', 'bbox_pred', 'centerness')}
+KINDS = {'retinanet': HEAD_OUTPUTS['AQDRetinaHead'], 'fcos': HEAD_OUTPUTS['AQDFCOSHead']}
 CASES = [(d, b) for d in ('retinanet', 'fcos') for b in (2, 4, 8)]
 TP = onnx.TensorProto
 
@@ -95,3 +97,8 @@ def test_saved_file_runs_and_outputs_are_named(tmp_path):
         for a, b in zip(kind_got, kind_real):
             assert a.shape == b.shape
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+def test_every_op_of_the_table_has_an_onnx_handler_and_a_program_name():
+    emitter = _Emitter({'input': 0, 'steps': [], 'outputs': []}, {})
+    assert set(emitter.handlers) == set(OPS) == set(PROGRAM_OPS)
+    assert all(OPS[name].op == name for name in OPS)

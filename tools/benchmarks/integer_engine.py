@@ -20,11 +20,9 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from mmaqd.apis import build_quantized_detector, calibrate, generated_images, load_config
-from mmaqd.integer import convert_detector, ops
+from mmaqd.integer import convert_detector
+from mmaqd.integer.layers import OPS
 from mmaqd.utils import interleaved_times, median_ratio
-
-_TIMED_OPS = ('requantize', 'conv2d', 'rescale_fixed', 'max_pool2d', 'upsample_nearest', 'relu')
-
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Integer engine speed (mmaqd)')
@@ -38,31 +36,24 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 @contextmanager
-def op_timers(totals: Dict[str, float]):
-    """Accumulate the time spent in each engine operation (nested calls counted once)."""
-    originals = {name: getattr(ops, name) for name in _TIMED_OPS}
-    depth = [0]
+def op_timers(engine: torch.nn.Module, totals: Dict[str, float]):
+    """Accumulate the time spent in each op of the op table (forward hooks on the engine)."""
+    starts = {}
 
-    def timed(name, fn):
-        def wrapper(*args, **kwargs):
-            depth[0] += 1
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-                if depth[0] == 0:
-                    totals[name] += time.perf_counter() - start
+    def before(module, args):
+        starts[id(module)] = time.perf_counter()
 
-        return wrapper
+    def after(module, args, output):
+        totals[module.op] += time.perf_counter() - starts.pop(id(module))
 
-    for name, fn in originals.items():
-        setattr(ops, name, timed(name, fn))
+    op_types = tuple(OPS.values())
+    handles = [h for m in engine.modules() if isinstance(m, op_types)
+               for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
     try:
         yield totals
     finally:
-        for name, fn in originals.items():
-            setattr(ops, name, fn)
+        for handle in handles:
+            handle.remove()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> str:
@@ -89,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     with torch.no_grad():
         times = interleaved_times(runs, args.repeats)
         breakdown = defaultdict(float)
-        with op_timers(breakdown):
+        with op_timers(engine, breakdown):
             start = time.perf_counter()
             engine(x, 'int')
             total = time.perf_counter() - start
