@@ -26,7 +26,7 @@ from mmaqd.apis import (eval_images, example_shape, load_trained, merge_batches,
                         trained_model_parser)
 from mmaqd.integer import convert_detector
 from mmaqd.integer.compare import code_agreement
-from mmaqd.integer.export import head_outputs
+from mmaqd.integer.detector import head_outputs
 from mmaqd.integer.onnx_export import OnnxDetector, export_onnx
 
 

@@ -201,7 +201,9 @@ class IntegerDenseHead(nn.Module):
     def __init__(self, head: nn.Module, in_units: Units, name: str = 'bbox_head') -> None:
         super().__init__()
         self.num_levels = len(in_units)
-        self.is_fcos = hasattr(head, 'conv_centerness')
+        #: The head's output kinds (:data:`HEAD_OUTPUTS`).
+        self.kinds = head_outputs(head)
+        self.is_fcos = 'centerness' in self.kinds
         self.cls_tower = self._tower(head.cls_convs, in_units, f'{name}.cls_convs')
         self.reg_tower = self._tower(head.reg_convs, in_units, f'{name}.reg_convs')
         cls_units = self.cls_tower[-1].unit_list() if len(self.cls_tower) else in_units
@@ -286,9 +288,38 @@ class IntegerDetector(nn.Module):
     def real_outputs(self,
                      outputs: Tuple[List[torch.Tensor], ...]) -> Tuple[List[torch.Tensor], ...]:
         """Multiply integer head outputs by their units (float32, for post-processing)."""
-        units = self.head.output_units()
-        return tuple([(v.double() * u.view(1, -1, 1, 1)).float() for v, u in zip(vals, us)]
-                     for vals, us in zip(outputs, units))
+        return real_values(outputs, self.head.output_units())
+
+
+def real_values(outputs: Sequence[Sequence[torch.Tensor]],
+                units: Sequence[Sequence[torch.Tensor]]) -> Tuple[List[torch.Tensor], ...]:
+    """Per output kind and level, integer values times their ``(C,)`` unit, in float32."""
+    return tuple([(v.double() * u.view(1, -1, 1, 1)).float() for v, u in zip(vals, us)]
+                 for vals, us in zip(outputs, units))
+
+
+#: The raw outputs of each AQD head type, in the order of its ``forward``.
+HEAD_OUTPUTS = {'AQDRetinaHead': ('cls_score', 'bbox_pred'),
+                'AQDFCOSHead': ('cls_score', 'bbox_pred', 'centerness')}
+
+
+def head_outputs(head: nn.Module) -> Tuple[str, ...]:
+    """The names of ``head``'s raw outputs, in order (the one head-kind table).
+
+    Args:
+        head (nn.Module): An AQD head (or a subclass of one).
+
+    Returns:
+        tuple[str]: E.g. ``('cls_score', 'bbox_pred')``.
+
+    Raises:
+        ConversionError: For a head type without integer form.
+    """
+    for cls in type(head).__mro__:
+        if cls.__name__ in HEAD_OUTPUTS:
+            return HEAD_OUTPUTS[cls.__name__]
+    raise ConversionError(f'{type(head).__name__} has no integer form; expected one of '
+                          f'{sorted(HEAD_OUTPUTS)} (or a subclass)')
 
 
 def integer_image(image: torch.Tensor, arith: str) -> torch.Tensor:

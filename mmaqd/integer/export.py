@@ -28,10 +28,9 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from torch import nn
 
 from .convert import IMAGE_BITS
-from .detector import IntegerDetector
+from .detector import IntegerDetector, real_values
 from .packing import pack_codes, signed_bits_needed, unpack_codes
 from .program import Constants, Program, check_program, record_program, run_program
 
@@ -40,29 +39,6 @@ Outputs = Tuple[List[torch.Tensor], ...]
 FORMAT_NAME = 'mmaqd-integer'
 FORMAT_VERSION = 1
 
-#: Names of the head's output kinds, in the order of its outputs.
-RETINA_KINDS = ('cls_score', 'bbox_pred')
-FCOS_KINDS = ('cls_score', 'bbox_pred', 'centerness')
-#: The output kinds of each AQD head type.
-HEAD_OUTPUTS = {'AQDRetinaHead': RETINA_KINDS, 'AQDFCOSHead': FCOS_KINDS}
-
-
-def head_outputs(head: nn.Module) -> Tuple[str, ...]:
-    """The names of ``head``'s raw outputs, in order.
-
-    Args:
-        head (nn.Module): An AQD head.
-
-    Returns:
-        tuple[str]: E.g. ``('cls_score', 'bbox_pred')``.
-
-    Raises:
-        ValueError: For a head type without integer form.
-    """
-    name = type(head).__name__
-    if name not in HEAD_OUTPUTS:
-        raise ValueError(f'{name} has no integer form; expected one of {sorted(HEAD_OUTPUTS)}')
-    return HEAD_OUTPUTS[name]
 
 _INT_DTYPES = {'in_m0': torch.int32, 'in_shift': torch.int8, 'bias': torch.int32,
                'sign': torch.int8, 'mantissa_x': torch.int64, 'mantissa_y': torch.int64}
@@ -181,7 +157,7 @@ def export_payload(engine: IntegerDetector, example_image: torch.Tensor) -> Dict
         'input': {'channels': int(example_image.shape[1]), 'bits': IMAGE_BITS},
         'program': program,
         'layers': layers,
-        'outputs': {'kinds': list(FCOS_KINDS if head.is_fcos else RETINA_KINDS),
+        'outputs': {'kinds': list(head.kinds),
                     'units': units},
     }
     _check_plain(payload, 'export')
@@ -224,8 +200,7 @@ class IntegerProgram:
 
     def real_outputs(self, outputs: Outputs) -> Outputs:
         """Multiply integer outputs by their units (float32, for post-processing)."""
-        return tuple([(v.double() * u.view(1, -1, 1, 1)).float() for v, u in zip(vals, us)]
-                     for vals, us in zip(outputs, self._units))
+        return real_values(outputs, self._units)
 
 
 def program_from_payload(payload: Dict[str, Any]) -> IntegerProgram:

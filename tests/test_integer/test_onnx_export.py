@@ -5,7 +5,7 @@ import torch
 
 from mmaqd.integer import convert_detector
 from mmaqd.integer.compare import code_agreement
-from mmaqd.integer.export import HEAD_OUTPUTS
+from mmaqd.integer.detector import HEAD_OUTPUTS
 from mmaqd.integer.layers import OPS
 from mmaqd.integer.onnx_export import ONNX_OPSET, OnnxDetector, _Emitter, export_onnx
 from mmaqd.integer.program import PROGRAM_OPS

@@ -38,7 +38,8 @@ from mmengine.optim import build_optim_wrapper
 
 from mmaqd.apis import build_detector, calibrate, generated_images, load_trained
 from mmaqd.integer import convert_detector
-from mmaqd.integer.export import export_integer, head_outputs
+from mmaqd.integer.detector import head_outputs
+from mmaqd.integer.export import export_integer
 from mmaqd.utils import interleaved_times, median_ratio
 from mmdet.testing import demo_mm_inputs
 
