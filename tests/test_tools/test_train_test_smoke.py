@@ -120,3 +120,12 @@ def test_progressive_schedule_and_resume_through_the_tools(tiny_data, tmp_path):
     assert states[2]['bits']['backbone.layer1.0.conv1'] == [4, 4]
     assert states[3]['bits']['neck.fpn_convs.0.conv'] == [2, 2]
     assert 'backbone.conv1' not in states[3]['bits']  # the 8-bit stem is excluded
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal on a CPU machine')
+def test_amp_without_cuda_is_one_usage_error(capsys):
+    with pytest.raises(SystemExit) as err:
+        train_tool.parse_args(
+            [osp.join(ROOT, 'configs/aqd/retinanet_r18_fpn_aqd-fp32_synthetic.py'), '--amp'])
+    assert err.value.code == 2
+    assert '--amp needs CUDA' in capsys.readouterr().err

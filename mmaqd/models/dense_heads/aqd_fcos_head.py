@@ -76,7 +76,7 @@ class AQDFCOSHead(FCOSHead):
             tuple: Classification scores, box distances and centerness, one tensor
             per level.
         """
-        check_num_levels(x, self.num_levels, type(self).__name__)
+        x = check_num_levels(x, self.num_levels, type(self).__name__)
         return multi_apply(self.forward_single, x, self.scales, self.strides,
                            list(range(len(x))))
 
@@ -136,7 +136,7 @@ class AQDFCOSHead(FCOSHead):
 
     def raw_forward(self, x: Tuple[Tensor, ...]) -> Tuple[List[Tensor], ...]:
         """:meth:`raw_single` on every level (the integer engine's outputs, in real units)."""
-        check_num_levels(x, self.num_levels, type(self).__name__)
+        x = check_num_levels(x, self.num_levels, type(self).__name__)
         return multi_apply(self.raw_single, x, self.scales, list(range(len(x))))
 
     def finish_raw(self, outputs: Tuple[List[Tensor], ...]) -> Tuple[List[Tensor], ...]:

@@ -80,7 +80,7 @@ class AQDRetinaHead(RetinaHead):
         Returns:
             tuple: Classification scores and box deltas, one tensor per level.
         """
-        check_num_levels(x, self.num_levels, type(self).__name__)
+        x = check_num_levels(x, self.num_levels, type(self).__name__)
         return multi_apply(self.forward_single, x, list(range(len(x))))
 
     def forward_single(self, x: Tensor, level: int = 0) -> Tuple[Tensor, Tensor]:

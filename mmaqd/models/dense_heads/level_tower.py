@@ -1,6 +1,6 @@
 """Shared-conv, per-level-norm head towers used by the AQD heads."""
 import copy
-from typing import Optional
+from typing import Iterable, Optional, Tuple
 
 from mmdet.registry import MODELS
 from torch import Tensor, nn
@@ -91,8 +91,14 @@ def run_tower(tower: nn.ModuleList, x: Tensor, level: int) -> Tensor:
     return x
 
 
-def check_num_levels(feats: tuple, num_levels: int, head: str) -> None:
-    """Refuse a feature pyramid whose depth differs from the head's level count."""
+def check_num_levels(feats: Iterable[Tensor], num_levels: int, head: str) -> Tuple[Tensor, ...]:
+    """The levels of a feature pyramid (any iterable) as a tuple, of the head's level count.
+
+    Raises:
+        ValueError: If the pyramid's depth differs from ``num_levels``.
+    """
+    feats = tuple(feats)
     if len(feats) != num_levels:
         raise ValueError(f'{head}: got {len(feats)} feature levels, the head was built for '
                          f'num_levels={num_levels} (per-level norms)')
+    return feats

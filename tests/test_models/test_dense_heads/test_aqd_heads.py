@@ -146,3 +146,15 @@ def test_quantized_head_has_one_activation_quantizer_per_level(build):
     for conv in qconvs:
         seen = [bool(q.initialized) for q in conv.input_quantizers]
         assert seen == [False, False, True, False, False]
+
+
+@pytest.mark.parametrize('build', [retina_head, fcos_head], ids=['retina', 'fcos'])
+def test_forward_takes_any_iterable_of_levels(build):
+    """mmdet's own head tests pass a generator of feature maps."""
+    head = build().eval()
+    with torch.no_grad():
+        expected = head(features())
+        got = head(f for f in features())
+    assert len(got) == len(expected)
+    for kind_got, kind_expected in zip(got, expected):
+        assert all(torch.equal(a, b) for a, b in zip(kind_got, kind_expected))
