@@ -7,7 +7,8 @@ The file loads with ``torch.load(..., weights_only=True)`` and runs with
 :func:`mmaqd.integer.export.load_integer`, without mmdet. The export is checked
 to reproduce the engine's outputs exactly on an example image.
 
-The last line printed is one JSON object with the sizes.
+It ends with a verdict line and one JSON object with the sizes; exit code 0: written
+and checked, 2: could not run (the check failing is an error too).
 
 Example::
 
@@ -17,11 +18,13 @@ Example::
 import argparse
 import json
 import os.path as osp
+import sys
 from typing import Optional, Sequence
 
 import torch
 
-from mmaqd.apis import DEFAULT_SIZE, example_shape, load_trained, trained_model_parser
+from mmaqd.apis import (DEFAULT_SIZE, example_shape, load_trained, quiet_logs, run_check,
+                        trained_model_parser, verdict)
 from mmaqd.integer import convert_detector
 from mmaqd.integer.export import export_integer, weight_statistics
 
@@ -37,10 +40,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
+    quiet_logs(args.verbose)
+    print(f'[1/2] loading {args.checkpoint} and converting it to the integer engine', flush=True)
     cfg, model = load_trained(args.config, args.checkpoint, args.cfg_options)
     engine = convert_detector(model)
     height, width = args.shape or example_shape(cfg)
     image = torch.zeros(1, 3, height, width)
+    print(f'[2/2] recording the program on a 1x3x{height}x{width} image, packing the weights, '
+          f'writing {args.out} and checking it against the engine', flush=True)
     payload = export_integer(engine, args.out, image)
     stats = weight_statistics(payload)
     file_bytes = osp.getsize(args.out)
@@ -67,9 +74,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
           f'{result["config_w_bits"]})')
     print(f'{args.out}: {file_bytes} bytes = {result["file_vs_fp32_weights"]:.4f} of the FP32 '
           f'weights, {result["file_vs_checkpoint"]:.4f} of the checkpoint ({ckpt_bytes} bytes)')
+    result['passed'] = True  # export_integer raises if the file does not reproduce the engine
+    print(verdict(True, f'{args.out} reproduces the integer engine\'s outputs', 'all equal'))
     print(json.dumps(result))
     return result
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_check(main))

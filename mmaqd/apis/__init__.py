@@ -1,5 +1,6 @@
 """The library API the tools are thin command lines over."""
-from .cli import trained_model_parser
+from .cli import (EXIT_ERROR, EXIT_FAIL, EXIT_PASS, add_common_arguments, quiet_logs, run_check,
+                  trained_model_parser, verdict)
 from .detectors import (build_detector, build_quantized_detector, calibrate, load_config,
                         load_trained)
 from .images import (DEFAULT_SIZE, dataset_images, eval_images, example_shape,
@@ -8,5 +9,6 @@ from .images import (DEFAULT_SIZE, dataset_images, eval_images, example_shape,
 __all__ = [
     'build_detector', 'build_quantized_detector', 'calibrate', 'load_config', 'load_trained',
     'DEFAULT_SIZE', 'dataset_images', 'eval_images', 'example_shape', 'generated_images',
-    'merge_batches', 'trained_model_parser'
+    'merge_batches', 'trained_model_parser', 'add_common_arguments', 'quiet_logs', 'verdict',
+    'run_check', 'EXIT_PASS', 'EXIT_FAIL', 'EXIT_ERROR'
 ]

@@ -42,7 +42,10 @@ def test_export_tool_on_tiny_checkpoint(detector, tmp_path, capsys):
     assert result['packed_vs_fp32_weights'] == pytest.approx(result['ideal_ratio'], rel=1e-3)
     assert result['file_vs_checkpoint'] < 0.5
     assert result['file_vs_fp32_weights'] < 0.5
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith('{')
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith('{') and result['passed'] is True
+    assert lines[-2] == (f"PASS: {out} reproduces the integer engine's outputs "
+                         f'(required: all equal)')
 
     torch.load(out, weights_only=True)
     engine = convert_detector(model)
@@ -79,4 +82,6 @@ def test_onnx_export_tool_on_tiny_checkpoint(tmp_path, capsys):
     # the fake-quant model does not simulate the integer rounding: its outputs differ
     assert result['vs_fakequant_equal_fraction'] < 1.0
     assert result['vs_fakequant_max_lsb'] >= 0.5 and result['vs_fakequant_relative_error'] > 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith('{')
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith('{') and result['passed'] is True
+    assert lines[-2].startswith('PASS: onnxruntime equals the integer engine on 100.00%')

@@ -26,6 +26,11 @@ def test_random_init_model_is_proven_integer(config, bits, capsys):
     assert 0.0 <= result['vs_fakequant_equal_fraction'] <= 1.0
     assert result['vs_fakequant_relative_error'] >= 0.0  # reported; see test_detector.py
     assert any(line.startswith('integer == simulation: 100.00%') for line in out)
+    assert result['passed'] is True
+    assert out[-2].startswith('PASS: the int64 engine equals its float64 simulation on 100.00% '
+                              'of') and out[-2].endswith('(required: 100%, int64 outputs)')
+    # quiet by default: no per-module weight-init lines from mmengine
+    assert not any('init' in line.lower() and 'weight' in line.lower() for line in out)
 
 
 def test_needs_a_checkpoint_or_random_init():

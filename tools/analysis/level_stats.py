@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from mmaqd.apis import eval_images, load_trained, trained_model_parser
+from mmaqd.apis import eval_images, load_trained, quiet_logs, trained_model_parser
 from mmaqd.models.layers.level_conv_module import LevelConvModule
 
 Moments = Dict[Tuple[str, int], List[torch.Tensor]]
@@ -137,6 +137,7 @@ def plot(stats: Dict[str, dict], norm: str, path: str, title: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
+    quiet_logs(args.verbose)
     cfg, model = load_trained(args.config, args.checkpoint, args.cfg_options)
     images, source = eval_images(cfg, model, args.num_images, 256)
     stats = collect(model, images)
