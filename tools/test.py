@@ -1,7 +1,10 @@
 """Evaluate a checkpoint with mmaqd's modules registered (COCO bbox mAP by default).
 
-Same flags as mmdet's tools/test.py, plus ``--metrics-out`` to save the metrics as
-JSON. The last lines printed are the bbox mAP and AP50.
+mmdet's tools/test.py flags (``--work-dir``, ``--out``, ``--show``, ``--show-dir``,
+``--wait-time``, ``--cfg-options``, ``--launcher``) except ``--tta`` (run mmdet's own
+tools/test.py for test-time augmentation: the configs work there unchanged), plus
+``--metrics-out`` to save the metrics as JSON, ``--integer`` for the integer engine
+and CPU DDP under torchrun. The last lines printed are the bbox mAP and AP50.
 
 Example::
 
@@ -20,6 +23,7 @@ from mmengine.runner import Runner
 
 import mmaqd  # noqa: F401  (registers mmaqd's modules and its checkpoint loader)
 from mmaqd.engine.cpu_distributed import cpu_distributed
+from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 
@@ -30,6 +34,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--out', help='dump predictions to this pickle file')
     parser.add_argument('--metrics-out', help='write the metrics to this JSON file')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument('--show-dir', help='directory (under work_dir/timestamp) where '
+                        'painted images are saved')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='the interval of --show (s)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
     parser.add_argument('--integer', nargs='?', const='int', choices=['int', 'float', 'onnx'],
@@ -59,6 +68,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        cfg = trigger_visualization_hook(cfg, args)
     with cpu_distributed(cfg):
         if args.integer:
             cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [

@@ -4,6 +4,7 @@ Also the regression test of mmaqd's checkpoint loader: mmengine 0.10.7 calls
 ``torch.load`` without ``weights_only`` and torch >= 2.6 defaults it to True, so
 resuming a checkpoint that holds mmengine's message hub fails without mmaqd's loader.
 """
+import glob
 import os.path as osp
 
 import pytest
@@ -43,9 +44,12 @@ def test_train_resume_and_test(config, tiny_data, tmp_path):
     assert resumed['meta']['iter'] == 3
 
     metrics = test_tool.main([config, last, '--work-dir', work_dir, '--metrics-out',
-                              str(tmp_path / 'metrics.json'), '--cfg-options', *opts])
+                              str(tmp_path / 'metrics.json'), '--show-dir', 'vis',
+                              '--cfg-options', *opts])
     assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
     assert osp.isfile(tmp_path / 'metrics.json')
+    # mmdet's --show-dir: one painted image per val image under work_dir/TIMESTAMP/vis
+    assert len(glob.glob(osp.join(work_dir, '*', 'vis', '*'))) == 2
 
 
 def test_missing_checkpoint_is_named(tmp_path):
