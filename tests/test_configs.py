@@ -1,18 +1,21 @@
 """Every config under configs/aqd loads, builds, and has AQD's FP architecture."""
 import glob
+import json
 import os.path as osp
 
 import pytest
 import torch
+import yaml
 from mmengine.config import Config
 
 import mmaqd  # noqa: F401
 from mmaqd.quant import MultiLevelBN, QConv
 from mmdet.registry import HOOKS, MODELS
 from mmdet.utils import register_all_modules
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_tool
 
 register_all_modules()
+report = load_tool('benchmarks/study_report.py')
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'aqd', '*.py')))
 
 
@@ -65,3 +68,30 @@ def test_config_builds_with_aqd_fp_architecture(path):
     # conv -> BN -> ReLU on every FPN conv
     for block in list(model.neck.lateral_convs) + list(model.neck.fpn_convs):
         assert block.with_norm and block.with_activation
+
+
+def test_model_zoo_metafile_names_configs_that_exist_and_build():
+    with open(osp.join(ROOT, 'configs', 'aqd', 'metafile.yml')) as f:
+        meta = yaml.safe_load(f)
+    assert [c['Name'] for c in meta['Collections']] == ['AQD']
+    models = meta['Models']
+    assert len(models) == 12  # 2 detectors x 2 data sets x 4/3/2 bits
+    for model in models:
+        assert model['In Collection'] == 'AQD'
+        path = osp.join(ROOT, model['Config'])
+        assert osp.isfile(path), path
+        assert model['Name'] == osp.splitext(osp.basename(path))[0]
+        box_ap = model['Results'][0]['Metrics']['box AP']
+        assert 0 < box_ap < 100
+        with torch.device('meta'):
+            MODELS.build(Config.fromfile(path).model)
+
+
+def test_model_zoo_page_is_what_the_report_generates_from_the_committed_results():
+    """configs/aqd/README.md and metafile.yml agree with docs/results/benchmarks.json."""
+    with open(osp.join(ROOT, 'docs', 'results', 'benchmarks.json')) as f:
+        results = json.load(f)
+    for name, text in (('README.md', report.zoo_page(results, 'docs/results/benchmarks.json')),
+                       ('metafile.yml', report.zoo_metafile(results))):
+        with open(osp.join(ROOT, 'configs', 'aqd', name)) as f:
+            assert f.read() == text, f'configs/aqd/{name} is stale: rerun study_report.py'
