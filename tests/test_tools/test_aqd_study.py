@@ -252,7 +252,7 @@ def test_report_plot_and_readme_block(tmp_path):
     readme.write_text(f'intro\n{report.README_BEGIN}\nold\n{report.README_END}\nend\n')
     md = tmp_path / 'benchmarks.md'
     text = report.main([str(src), '--md', str(md), '--readme', str(readme), '--notes',
-                        str(notes)])
+                        str(notes), '--zoo', ''])
     assert ('| synthetic | retinanet | aqd | 0.610 ± 0.014 (2) | 0.615 (1) | 0.595 (1) | '
             '0.580 ± 0.028 (2) |') in text
     assert '| AQD (multi-level BN head, LSQ, all layers, direct) | 0.600 | 0.600 | 0.800 | 1 |' \

@@ -20,6 +20,7 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from mmengine.utils import ProgressBar
 
 from mmaqd.apis import eval_images, load_trained, quiet_logs, trained_model_parser
 from mmaqd.models.layers.level_conv_module import LevelConvModule
@@ -65,11 +66,14 @@ def collect(model: torch.nn.Module, images: Sequence[torch.Tensor]) -> Dict[str,
             sums[key] = sums[key] + moments
         handles.append(block.register_forward_pre_hook(remember))
         handles.append(block.norm.register_forward_hook(record))
+    progress = ProgressBar(len(images))
     try:
         with torch.no_grad():
             for batch in images:
                 model.bbox_head(model.neck(model.backbone(batch)))
+                progress.update()
     finally:
+        print()
         for handle in handles:
             handle.remove()
     stats: Dict[str, dict] = defaultdict(dict)

@@ -510,10 +510,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
             f.write(replace_block(text, block))
     if args.zoo:
         relative = osp.relpath(osp.abspath(args.results), ROOT)
-        with open(osp.join(args.zoo, 'README.md'), 'w') as f:
-            f.write(zoo_page(results, relative))
-        with open(osp.join(args.zoo, 'metafile.yml'), 'w') as f:
-            f.write(zoo_metafile(results))
+        pages = {'README.md': zoo_page(results, relative), 'metafile.yml': zoo_metafile(results)}
+        for name, page in pages.items():
+            with open(osp.join(args.zoo, name), 'w') as f:
+                f.write(page)
     print(report)
     return report
 
