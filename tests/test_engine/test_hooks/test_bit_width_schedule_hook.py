@@ -1,5 +1,6 @@
 """BitWidthScheduleHook: stages, step rescaling, momentum reset, exact resume, bad input."""
 import os.path as osp
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 from mmengine.logging import MMLogger
 
 from mmaqd.engine import BitWidthScheduleHook
+from tests.dist_utils import run_distributed
 
 from .toy_runner import LossRecorder, ToyQModel, toy_runner
 
@@ -141,34 +143,39 @@ def test_patterns_that_match_nothing_are_refused_before_training():
         BitWidthScheduleHook(SCHEDULE, pattern='(')
 
 
-def test_under_ddp_a_stage_to_or_from_32_bits_is_refused(tmp_path):
-    """DDP fixes the trained parameters at wrapping; a quantizer trains only while it quantizes."""
-    import torch.distributed as dist
+def _stages_under_ddp(rank: int) -> tuple:
+    """In a gloo process: the error of a 32 -> 4-bit stage, and an 8 -> 4-bit stage's bits."""
     from mmengine.model import MMDistributedDataParallel
 
-    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0,
-                            world_size=1)
+    model = ToyQModel(w_bits=32, a_bits=32)
+    trainable_at_32 = model.conv.weight_quantizer.step.requires_grad
+    runner = fake_runner(MMDistributedDataParallel(model, device_ids=None))
+    hook = BitWidthScheduleHook([dict(begin=0, bits=32), dict(begin=2, bits=4)],
+                                exclude=[r'^stem$'])
+    hook.before_run(runner)
+    hook.before_train(runner)  # 32 -> 32: nothing changes
+    runner.iter = 2
     try:
-        model = ToyQModel(w_bits=32, a_bits=32)
-        assert not model.conv.weight_quantizer.step.requires_grad
-        runner = fake_runner(MMDistributedDataParallel(model, device_ids=None))
-        hook = BitWidthScheduleHook([dict(begin=0, bits=32), dict(begin=2, bits=4)],
-                                    exclude=[r'^stem$'])
-        hook.before_run(runner)
-        hook.before_train(runner)  # 32 -> 32: nothing changes
-        runner.iter = 2
-        with pytest.raises(ValueError, match=r"stage 1 switches 2 quantizers between 32 bits "
-                                             r"and quantized \(conv \(QConv weight quantizer: "
-                                             r'32 -> 4 bits\).* under MMDistributedDataParallel'):
-            hook.before_train_iter(runner, 2)
-        # between quantized widths the parameters stay the same: allowed
-        model = ToyQModel(w_bits=8, a_bits=8)
-        runner = fake_runner(MMDistributedDataParallel(model, device_ids=None))
-        hook = BitWidthScheduleHook(SCHEDULE, exclude=[r'^stem$'])
-        hook.before_run(runner)
-        hook.before_train(runner)
-        runner.iter = 3
-        hook.before_train_iter(runner, 3)
-        assert model.conv.w_bits == 4
-    finally:
-        dist.destroy_process_group()
+        hook.before_train_iter(runner, 2)
+        error = None
+    except ValueError as err:
+        error = str(err)
+    # between quantized widths the trained parameters stay the same: allowed
+    model = ToyQModel(w_bits=8, a_bits=8)
+    runner = fake_runner(MMDistributedDataParallel(model, device_ids=None))
+    hook = BitWidthScheduleHook(SCHEDULE, exclude=[r'^stem$'])
+    hook.before_run(runner)
+    hook.before_train(runner)
+    runner.iter = 3
+    hook.before_train_iter(runner, 3)
+    return trainable_at_32, error, model.conv.w_bits
+
+
+def test_under_ddp_a_stage_to_or_from_32_bits_is_refused():
+    """DDP fixes the trained parameters at wrapping; a quantizer trains only while it quantizes."""
+    trainable_at_32, error, bits = run_distributed(_stages_under_ddp, 1)[0]
+    assert not trainable_at_32
+    assert re.search(r'stage 1 switches 2 quantizers between 32 bits and quantized \(conv '
+                     r'\(QConv weight quantizer: 32 -> 4 bits\).* under '
+                     r'MMDistributedDataParallel', error), error
+    assert bits == 4
