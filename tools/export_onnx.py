@@ -1,16 +1,26 @@
-"""Export a trained quantized detector as a QDQ ONNX graph and check it in onnxruntime.
+"""Export a quantized detector as ONNX and check it in onnxruntime.
 
-Builds the model from its config, loads the checkpoint, converts it to the integer
-engine and writes the engine's program as ONNX (opset 21: int4/uint4 codes up to
-4 bits, int8/uint8 up to 8; see :mod:`mmaqd.integer.onnx_export`). Image ->
-head outputs; mmdet's post-processing stays outside. The graph passes
-``onnx.checker`` and is then compared, on the first val images (generated ones
-if the data is missing), with the integer engine and with the fake-quant model.
+Builds the model from its config (a trained checkpoint, or ``--random-init``:
+random weights calibrated on generated images), converts it to the integer
+engine and writes the engine's program as ONNX:
 
-It ends with one verdict line (PASS when at least 99% of the head outputs equal the
-engine's) and one JSON object with the agreement numbers; exit code 0: passed,
-1: failed, 2: could not run. For the bbox mAP of the ONNX model use
-``tools/test.py CONFIG CKPT --integer onnx``.
+- ``--format kernels`` (default): a detector file for deployment. uint8 pixels
+  in, real head outputs out, every conv on onnxruntime's integer kernels
+  (``QLinearConv``, ``ConvInteger``), adds as ``QLinearAdd``, and metadata
+  (classes, priors, box coder, test_cfg, mean, channel order, resize) for
+  ``tools/deploy/infer.py``. The scales of the 8-bit tensors between residual
+  and FPN adds are calibrated on training images (see
+  :mod:`mmaqd.integer.onnx_kernels`).
+- ``--format qdq``: the QDQ graph that mirrors the engine's arithmetic (equal
+  head outputs; float kernels in onnxruntime, see :mod:`mmaqd.integer.onnx_export`).
+
+The graph is then compared, on the first val images (generated ones if the data
+is missing), with the integer engine and with the fake-quant model. It ends with
+one verdict line and one JSON object; exit code 0: passed, 1: failed, 2: could
+not run. PASS for ``kernels``: onnxruntime's optimised graph runs every conv on
+an integer kernel and no conv in float. PASS for ``qdq``: at least 99% of the
+head outputs equal the engine's. For the bbox mAP use
+``tools/test.py CONFIG CKPT --integer onnx`` (or ``onnx-qdq``).
 
 Example::
 
@@ -26,38 +36,80 @@ from typing import Optional, Sequence
 import torch
 from mmengine.utils import ProgressBar
 
-from mmaqd.apis import (eval_images, example_shape, load_trained, merge_batches, quiet_logs,
-                        run_check, trained_model_parser, verdict)
+from mmaqd.apis import (add_common_arguments, calibration_images, deploy_metadata, eval_images,
+                        example_shape, generated_images, load_config, load_trained,
+                        merge_batches, quiet_logs, random_calibrated_detector, run_check,
+                        verdict)
 from mmaqd.integer import convert_detector
 from mmaqd.integer.compare import code_agreement
 from mmaqd.integer.detector import head_outputs
 from mmaqd.integer.onnx_export import OnnxDetector, export_onnx
+from mmaqd.integer.onnx_kernels import export_kernel_onnx, integer_conv_check
 
-
-#: Smallest fraction of head outputs equal to the engine's for a PASS (float rounding
-#: in the runtime's requantization moves a few values; measured 99.85% at w4).
+#: Smallest fraction of the QDQ graph's head outputs equal to the engine's for a PASS
+#: (float rounding in the runtime's requantization moves a few values; 99.85% at w4).
 MIN_EQUAL_VS_ENGINE = 0.99
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = trained_model_parser('Export a QDQ ONNX graph (mmaqd)')
+    parser = argparse.ArgumentParser(description='Export an ONNX graph (mmaqd)')
+    parser.add_argument('config', help='config of a quantized detector')
+    parser.add_argument('checkpoint', nargs='?', help='trained checkpoint')
     parser.add_argument('out', help='output .onnx file')
+    parser.add_argument('--format', choices=['kernels', 'qdq'], default='kernels',
+                        help='kernels: integer kernels, for deployment (default); qdq: the '
+                        'QDQ graph equal to the integer engine')
+    parser.add_argument('--random-init', action='store_true',
+                        help='random weights, calibrated on generated images')
+    parser.add_argument('--bits', type=int, help='with --random-init: w_bits and a_bits')
+    parser.add_argument('--size', type=int, default=256,
+                        help='side of generated images (random init or no data)')
+    parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--num-images', type=int, default=4,
                         help='val images to compare on (default 4)')
-    return parser.parse_args(argv)
+    parser.add_argument('--calib-images', type=int, default=16,
+                        help='training images that set the 8-bit scales (kernels; default 16)')
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    if (args.checkpoint is None) == (not args.random_init):
+        parser.error('give either a CHECKPOINT or --random-init')
+    if args.bits is not None and not args.random_init:
+        parser.error('--bits applies to --random-init only (a checkpoint has its own bits)')
+    for name in ('num_images', 'calib_images'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     quiet_logs(args.verbose)
-    cfg, model = load_trained(args.config, args.checkpoint, args.cfg_options)
+    if args.random_init:
+        cfg = load_config(args.config, args.cfg_options)
+        model = random_calibrated_detector(cfg, args.bits, args.seed, args.size)
+        mean = model.data_preprocessor.mean
+        images = [generated_images(args.num_images, args.size, args.seed) - mean]
+        source = 'generated images'
+        calib = [generated_images(args.calib_images, args.size, args.seed + 1000) - mean]
+        calib_source = 'generated images'
+    else:
+        cfg, model = load_trained(args.config, args.checkpoint, args.cfg_options)
+        images, source = eval_images(cfg, model, args.num_images, args.size)
+        calib, calib_source = calibration_images(cfg, model, args.calib_images, args.size)
     engine = convert_detector(model)
     kinds = head_outputs(model.bbox_head)
     height, width = example_shape(cfg)
-    _, report = export_onnx(engine, args.out, torch.zeros(1, 3, height, width), kinds)
+    if args.format == 'kernels':
+        mean = model.data_preprocessor.mean.flatten().tolist()
+        _, report = export_kernel_onnx(engine, args.out, calib, mean, kinds,
+                                       deploy_metadata(cfg, model))
+        report.update(integer_conv_check(args.out, report['convs']),
+                      calibration_source=calib_source)
+    else:
+        _, report = export_onnx(engine, args.out, torch.zeros(1, 3, height, width), kinds)
+        report['format'] = 'qdq'
     runtime = OnnxDetector(args.out, len(kinds))
 
-    images, source = eval_images(cfg, model, args.num_images, height)
     runs = dict(int=[], onnx=[], fake_quant=[])
     progress = ProgressBar(len(images))
     with torch.no_grad():
@@ -84,10 +136,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                   vs_engine_relative_error=vs_engine['relative_error'],
                   vs_fakequant_equal_fraction=vs_fq['equal_fraction'],
                   vs_fakequant_max_lsb=vs_fq['max_lsb'],
-                  vs_fakequant_relative_error=vs_fq['relative_error'],
-                  passed=vs_engine['equal_fraction'] >= MIN_EQUAL_VS_ENGINE)
-    print(f'{args.out}: opset {report["opset"]}, {report["nodes"]} nodes, initializer types '
-          f'{report["initializer_types"]}, {result["file_bytes"]} bytes; onnx.checker passed')
+                  vs_fakequant_relative_error=vs_fq['relative_error'])
+    print(f'{args.out}: {report["format"]}, opset {report["opset"]}, {report["nodes"]} nodes, '
+          f'{result["file_bytes"]} bytes; onnx.checker passed')
     print(f'onnxruntime vs integer engine on {result["images"]} {source}: '
           f'{100 * vs_engine["equal_fraction"]:.2f}% equal outputs, max '
           f'{vs_engine["max_lsb"]:.2f} LSB, relative error '
@@ -96,10 +147,20 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
           f'max {vs_fq["max_lsb"]:.1f} LSB, relative error '
           f'{100 * vs_fq["relative_error"]:.2f}% (for information: training does not '
           f'simulate the integer rounding)')
-    print(verdict(result['passed'], f'onnxruntime equals the integer engine on '
-                  f'{100 * vs_engine["equal_fraction"]:.2f}% of the head outputs',
-                  f'>= {100 * MIN_EQUAL_VS_ENGINE:.0f}%: the runtime requantizes with a float '
-                  f'scale, the engine with a fixed-point multiplier'))
+    if args.format == 'kernels':
+        if report['clamped_weights']:
+            print(f'WARNING: 8-bit weight codes -128 of negative-BN-gamma channels became 127 to '
+                  f'fit int8 with the sign folded in: {report["clamped_weights"]}')
+        result['passed'] = report['all_integer']
+        print(verdict(result['passed'], f'onnxruntime runs {report["integer_convs"]} of '
+                      f'{report["convs"]} convs on integer kernels and '
+                      f'{report["float_convs"]} in float', 'every conv on an integer kernel'))
+    else:
+        result['passed'] = vs_engine['equal_fraction'] >= MIN_EQUAL_VS_ENGINE
+        print(verdict(result['passed'], f'onnxruntime equals the integer engine on '
+                      f'{100 * vs_engine["equal_fraction"]:.2f}% of the head outputs',
+                      f'>= {100 * MIN_EQUAL_VS_ENGINE:.0f}%: the runtime requantizes with a '
+                      f'float scale, the engine with a fixed-point multiplier'))
     print(json.dumps(result))
     return result
 

@@ -26,9 +26,9 @@ import torch
 from mmengine.runner import load_checkpoint
 from mmengine.utils import ProgressBar
 
-from mmaqd.apis import (add_common_arguments, build_quantized_detector, calibrate, eval_images,
-                        generated_images, load_config, merge_batches, quiet_logs, run_check,
-                        verdict)
+from mmaqd.apis import (add_common_arguments, build_quantized_detector, eval_images,
+                        generated_images, load_config, merge_batches, quiet_logs,
+                        random_calibrated_detector, run_check, verdict)
 from mmaqd.integer import convert_detector
 from mmaqd.integer.compare import code_agreement, exact_agreement
 
@@ -57,14 +57,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     quiet_logs(args.verbose)
     cfg = load_config(args.config, args.cfg_options)
-    model = build_quantized_detector(cfg, args.bits, args.seed)
-    mean = model.data_preprocessor.mean
     if args.random_init:
-        model.init_weights()
-        calibrate(model, generated_images(4, args.size, args.seed + 1) - mean, 3)
-        images = [generated_images(args.num_images, args.size, args.seed) - mean]
+        model = random_calibrated_detector(cfg, args.bits, args.seed, args.size)
+        images = [generated_images(args.num_images, args.size, args.seed) -
+                  model.data_preprocessor.mean]
         source = 'generated images'
     else:
+        model = build_quantized_detector(cfg, args.bits, args.seed)
         load_checkpoint(model, args.checkpoint, map_location='cpu')
         images, source = eval_images(cfg, model, args.num_images, args.size, args.seed)
     model.eval()

@@ -2,13 +2,16 @@
 from .cli import (EXIT_ERROR, EXIT_FAIL, EXIT_PASS, add_common_arguments, quiet_logs, run_check,
                   trained_model_parser, verdict)
 from .detectors import (build_detector, build_quantized_detector, calibrate, load_config,
-                        load_trained)
-from .images import (DEFAULT_SIZE, dataset_images, eval_images, example_shape,
-                     generated_images, merge_batches)
+                        load_trained, random_calibrated_detector)
+from .deploy import METADATA_FORMAT, deploy_metadata
+from .images import (DEFAULT_SIZE, calibration_images, dataset_images, eval_images,
+                     example_shape, generated_images, merge_batches)
 
 __all__ = [
     'build_detector', 'build_quantized_detector', 'calibrate', 'load_config', 'load_trained',
-    'DEFAULT_SIZE', 'dataset_images', 'eval_images', 'example_shape', 'generated_images',
+    'random_calibrated_detector',
+    'METADATA_FORMAT', 'deploy_metadata', 'DEFAULT_SIZE', 'calibration_images',
+    'dataset_images', 'eval_images', 'example_shape', 'generated_images',
     'merge_batches', 'trained_model_parser', 'add_common_arguments', 'quiet_logs', 'verdict',
     'run_check', 'EXIT_PASS', 'EXIT_FAIL', 'EXIT_ERROR'
 ]

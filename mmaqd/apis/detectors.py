@@ -58,6 +58,20 @@ def build_quantized_detector(cfg: Config, bits: Optional[int] = None,
     return build_detector(cfg)
 
 
+def random_calibrated_detector(cfg: Config, bits: Optional[int], seed: int,
+                               size: int) -> nn.Module:
+    """A quantized detector with random weights, its LSQ steps and BN statistics set on
+    generated images (3 passes over 4 images, seed ``seed + 1``); eval mode.
+
+    For checking conversion and export without a trained checkpoint.
+    """
+    from .images import generated_images
+    model = build_quantized_detector(cfg, bits, seed)
+    model.init_weights()
+    calibrate(model, generated_images(4, size, seed + 1) - model.data_preprocessor.mean, 3)
+    return model.eval()
+
+
 def load_trained(config: str, checkpoint: str,
                  cfg_options: Optional[dict] = None) -> Tuple[Config, nn.Module]:
     """The config and the trained detector (checkpoint loaded strictly, eval mode).

@@ -27,10 +27,23 @@ def generated_images(num: int, size: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
 
 
-def dataset_images(cfg: Config, model: nn.Module, num: int) -> Optional[List[torch.Tensor]]:
-    """The first ``num`` preprocessed val images (1 x 3 x H x W each, sizes may differ),
-    or None if the data is missing."""
+def dataset_images(cfg: Config, model: nn.Module, num: int,
+                   split: str = 'val') -> Optional[List[torch.Tensor]]:
+    """The first ``num`` preprocessed images of a split (1 x 3 x H x W each, sizes may
+    differ), or None if the data is missing.
+
+    ``split`` ``'train'`` reads the training set through the *test* pipeline (no
+    augmentation), e.g. to calibrate an export on images that are not evaluated.
+    """
     loader_cfg = dict(cfg.val_dataloader)
+    if split == 'train':
+        dataset = dict(cfg.train_dataloader['dataset'])
+        while 'dataset' in dataset:  # dataset wrappers
+            dataset = dict(dataset['dataset'])
+        dataset.update(pipeline=loader_cfg['dataset']['pipeline'], filter_cfg=None)
+        loader_cfg['dataset'] = dataset
+    elif split != 'val':
+        raise ValueError(f"split must be 'val' or 'train', got {split!r}")
     ann = osp.join(loader_cfg['dataset'].get('data_root', ''),
                    loader_cfg['dataset'].get('ann_file', ''))
     if not osp.isfile(ann):
@@ -64,6 +77,17 @@ def eval_images(cfg: Config, model: nn.Module, num: int, size: int,
         return images, 'val images'
     return ([generated_images(num, size, seed) - model.data_preprocessor.mean],
             'generated images (the val data is missing)')
+
+
+def calibration_images(cfg: Config, model: nn.Module, num: int, size: int,
+                       seed: int = 0) -> Tuple[List[torch.Tensor], str]:
+    """The first ``num`` preprocessed training images, or generated ones (another seed than
+    :func:`eval_images`') if the data is missing."""
+    images = dataset_images(cfg, model, num, 'train')
+    if images is not None:
+        return images, 'training images'
+    return ([generated_images(num, size, seed + 1000) - model.data_preprocessor.mean],
+            'generated images (the training data is missing)')
 
 
 def merge_batches(outputs: List[tuple], kind: int) -> List[torch.Tensor]:

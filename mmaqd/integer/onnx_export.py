@@ -40,6 +40,7 @@ by a 31-bit fixed-point multiplier; residual sums beyond 2^24 accumulator units
 lose their last bits), which flips a code where a value lies at a rounding
 boundary.
 """
+import json
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -383,6 +384,10 @@ def export_onnx(engine: torch.nn.Module, path: Optional[str], example_image: tor
 class OnnxDetector:
     """An exported model in onnxruntime (CPU): integer image -> real head outputs.
 
+    Runs both graphs: the QDQ one (float input ``pixel - mean``) and the
+    integer-kernel one of :mod:`~mmaqd.integer.onnx_kernels` (uint8 pixels; the
+    mean comes from the model's metadata).
+
     Args:
         model (onnx.ModelProto | str): The model or its path.
         num_kinds (int): Number of output kinds (2 for RetinaNet, 3 for FCOS).
@@ -405,6 +410,12 @@ class OnnxDetector:
             raise OnnxExportError(f'{len(names)} outputs do not split into {num_kinds} kinds')
         per_kind = len(names) // num_kinds
         self.kinds = [names[k * per_kind:(k + 1) * per_kind] for k in range(num_kinds)]
+        self.mean = None
+        if self.session.get_inputs()[0].type == 'tensor(uint8)':
+            meta = self.session.get_modelmeta().custom_metadata_map
+            if 'mean' not in meta:
+                raise OnnxExportError('a uint8-input model without "mean" in its metadata')
+            self.mean = torch.tensor(json.loads(meta['mean']), dtype=torch.float64)
 
     def __call__(self, image: torch.Tensor) -> Tuple[List[torch.Tensor], ...]:
         """Run the graph.
@@ -414,8 +425,19 @@ class OnnxDetector:
 
         Returns:
             tuple[list[Tensor]]: Per output kind, per level, float32 real outputs.
+
+        Raises:
+            ValueError: If a uint8-input model gets values that are no pixels.
         """
-        feeds = {'image': image.detach().cpu().float().numpy()}
+        image = image.detach().cpu()
+        if self.mean is None:
+            feeds = {'image': image.float().numpy()}
+        else:
+            pixels = torch.round(image.double() + self.mean.view(1, -1, 1, 1))
+            if pixels.min() < 0 or pixels.max() > 255:
+                raise ValueError(f'image + mean spans {float(pixels.min())}..'
+                                 f'{float(pixels.max())}, not uint8 pixels 0..255')
+            feeds = {'image': pixels.to(torch.uint8).numpy()}
         flat = [n for kind in self.kinds for n in kind]
         values = dict(zip(flat, self.session.run(flat, feeds)))
         return tuple([torch.from_numpy(values[n]) for n in kind] for kind in self.kinds)

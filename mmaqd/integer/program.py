@@ -24,7 +24,7 @@ whose classes are also the engine's modules: the engine, the recorder and the
 program compute every op with the same function.
 """
 import inspect
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -204,7 +204,9 @@ def _last_reads(program: Program) -> Dict[int, int]:
 
 
 def run_program(program: Program, constants: Constants, image: torch.Tensor,
-                arith: str = 'int') -> Tuple[List[torch.Tensor], ...]:
+                arith: str = 'int',
+                observe: Optional[Callable[[int, torch.Tensor], None]] = None
+                ) -> Tuple[List[torch.Tensor], ...]:
     """Execute a program with :mod:`~mmaqd.integer.ops` and the layers' constants.
 
     Args:
@@ -213,6 +215,8 @@ def run_program(program: Program, constants: Constants, image: torch.Tensor,
         image (Tensor): The integer image ``pixel - mean`` ``(N, 3, H, W)``.
         arith (str): ``'int'`` (int64) or ``'float'`` (the float64 simulation).
             Defaults to ``'int'``.
+        observe (callable, optional): Called as ``observe(tensor_id, values)`` for
+            every tensor the program computes (e.g. to collect value ranges).
 
     Returns:
         tuple[list[Tensor]]: Per output kind, per level, the integer outputs.
@@ -227,6 +231,8 @@ def run_program(program: Program, constants: Constants, image: torch.Tensor,
             raise ProgramError(f'step {index}: unknown op {step["op"]!r}')
         values[step['output']] = OPS[step['op']].run(step, constants, values.__getitem__,
                                                      arith)
+        if observe is not None:
+            observe(step['output'], values[step['output']])
         for tid in release.get(index, ()):
             del values[tid]
     return tuple([values[tid] for tid in kind] for kind in program['outputs'])

@@ -73,10 +73,10 @@ def test_onnx_export_tool_on_tiny_checkpoint(tmp_path, capsys):
     out = str(tmp_path / 'tiny.onnx')
     # the val data is missing here: the tool compares on generated images
     result = onnx_tool.main([osp.join(ROOT, CONFIGS['fcos']), ckpt, out, '--num-images', '2',
-                             '--cfg-options', *TINY_OPTIONS,
+                             '--format', 'qdq', '--cfg-options', *TINY_OPTIONS,
                              'val_dataloader.dataset.data_root=/nonexistent/'])
     assert osp.isfile(out) and result['file_bytes'] == osp.getsize(out)
-    assert result['images'] == 2 and result['opset'] == 21
+    assert result['images'] == 2 and result['opset'] == 21 and result['format'] == 'qdq'
     assert {'INT4', 'UINT4', 'INT8', 'INT32'} <= set(result['initializer_types'])
     assert result['vs_engine_equal_fraction'] == 1.0
     # the fake-quant model does not simulate the integer rounding: its outputs differ
@@ -85,3 +85,37 @@ def test_onnx_export_tool_on_tiny_checkpoint(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith('{') and result['passed'] is True
     assert lines[-2].startswith('PASS: onnxruntime equals the integer engine on 100.00%')
+
+
+def test_onnx_export_tool_writes_integer_kernels_by_default(tmp_path, capsys):
+    onnx_tool = load_tool('export_onnx.py')
+    model = tiny_detector('retinanet', 2)
+    ckpt = str(tmp_path / 'tiny.pth')
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
+    out = str(tmp_path / 'tiny.onnx')
+    w2a2 = CONFIGS['retinanet'].replace('w4a4', 'w2a2')
+    result = onnx_tool.main([osp.join(ROOT, w2a2), ckpt, out, '--num-images',
+                             '1', '--calib-images', '2', '--cfg-options', *TINY_OPTIONS,
+                             'val_dataloader.dataset.data_root=/nonexistent/',
+                             'train_dataloader.dataset.data_root=/nonexistent/'])
+    assert result['format'] == 'kernels' and result['passed'] is True
+    assert result['calibration_source'].startswith('generated images')
+    assert result['convs'] == 58 == result['integer_convs'] and result['float_convs'] == 0
+    # RetinaNet: 2 predictors x 5 levels give real outputs (exact int32 accumulators)
+    assert result['op_counts']['ConvInteger'] == 10
+    assert result['op_counts']['QLinearConv'] == 48
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2] == ('PASS: onnxruntime runs 58 of 58 convs on integer kernels and 0 in '
+                         'float (required: every conv on an integer kernel)')
+
+
+def test_onnx_export_tool_random_init_needs_no_checkpoint(tmp_path, capsys):
+    onnx_tool = load_tool('export_onnx.py')
+    out = str(tmp_path / 'random.onnx')
+    result = onnx_tool.main([osp.join(ROOT, CONFIGS['fcos']), out, '--random-init', '--bits',
+                             '3', '--size', '64', '--num-images', '1', '--calib-images', '1',
+                             '--cfg-options', *TINY_OPTIONS])
+    assert result['passed'] is True and result['integer_convs'] == result['convs'] == 63
+    with pytest.raises(SystemExit):
+        onnx_tool.parse_args([osp.join(ROOT, CONFIGS['fcos']), out])  # neither given
+    assert 'give either a CHECKPOINT or --random-init' in capsys.readouterr().err
