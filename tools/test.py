@@ -41,9 +41,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='the interval of --show (s)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
-    parser.add_argument('--integer', nargs='?', const='int', choices=['int', 'float', 'onnx'],
+    parser.add_argument('--integer', nargs='?', const='int',
+                        choices=['int', 'float', 'onnx', 'onnx-qdq'],
                         help='evaluate the integer engine of a quantized detector ("float": '
-                        'its float64 deploy-mode simulation; "onnx": its QDQ ONNX export in '
+                        'its float64 deploy-mode simulation; "onnx": its integer-kernel ONNX '
+                        'export, the deployed file; "onnx-qdq": its QDQ export; both in '
                         'onnxruntime)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')

@@ -1,4 +1,4 @@
-"""What a deployed detector file must carry to be used without mmdet: its metadata."""
+"""Deployment helpers: the metadata a detector file carries, the FP ONNX baseline."""
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -88,3 +88,27 @@ def deploy_metadata(cfg: Config, model: nn.Module) -> Dict[str, Any]:
         raise ValueError(f'{type(head).__name__}: no deploy metadata for this head (RetinaNet- '
                          f'or FCOS-like heads only)')
     return meta
+
+
+class _HeadOutputs(nn.Module):
+    """A detector's backbone, neck and head as one module with flat tensor outputs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple:
+        outputs = self.model.bbox_head(self.model.neck(self.model.backbone(image)))
+        return tuple(t for kind in outputs for t in kind)
+
+
+def export_float_onnx(model: nn.Module, path: str, size: int) -> None:
+    """Export an FP detector (image ``pixel - mean`` -> head outputs) with torch.onnx.
+
+    The FP baseline of the deployment benchmark: what a user gets from
+    ``torch.onnx.export`` without quantization (opset 17, fixed ``size`` x ``size``).
+    """
+    image = torch.zeros(1, 3, size, size)
+    with torch.no_grad():
+        torch.onnx.export(_HeadOutputs(model).eval(), (image, ), path, opset_version=17,
+                          input_names=['image'], dynamo=False)

@@ -198,9 +198,11 @@ class _KernelEmitter:
 
     A tensor may be held in several copies, one per reader's need: the codes of
     each input quantizer that reads it and a calibrated 8-bit copy (:data:`WIDE`)
-    for adds. An add computes each copy directly (it is cheap); a conv computes
-    one copy (its step aligned to a quantizer's, :func:`aligned_range_storage`)
-    that its other readers requantize.
+    for adds. An add computes each copy directly (it is cheap). A conv read only
+    by quantizers computes one copy per quantizer (exact codes for each: FPN
+    outputs read by both head towers); one read by an add as well computes the
+    8-bit copy, its step aligned to a quantizer's (:func:`aligned_range_storage`),
+    that the quantizers requantize.
     """
 
     def __init__(self, program: Program, constants: Constants,
@@ -364,12 +366,13 @@ class _KernelEmitter:
             return
         relu = bool(consts['relu'])
         needs = self.needs(out_tid)
-        if len(needs) == 1 and needs[0] != WIDE:
-            store = codes_storage(needs[0], relu, layer)
-        else:
+        if WIDE in needs:
             quantizers = [n for n in needs if n != WIDE]
             primary = max(quantizers, key=lambda q: q[0]) if quantizers else None
-            store = aligned_range_storage(*self.range_of(out_tid, layer), relu, primary)
+            plans = [(needs, aligned_range_storage(*self.range_of(out_tid, layer), relu,
+                                                   primary))]
+        else:  # only quantizers read it: one conv per quantizer, each exact
+            plans = [([need], codes_storage(need, relu, layer)) for need in needs]
         flipped = codes * sign.reshape(-1, 1, 1, 1)
         fits = pair_sums_fit(x_store.hi, np.abs(flipped).max(initial=0))
         w, w_zero = self.weight(layer, flipped, 's8' if fits else 'u8')
@@ -377,15 +380,16 @@ class _KernelEmitter:
         if np.abs(b).max(initial=0) > 2**31 - 1:
             raise OnnxExportError(f'{layer}: folded BN bias {int(np.abs(b).max())} does not fit '
                                   f'int32 (level {level}); a BN gamma near 0?')
-        w_scale = (out_unit / s_x).astype(np.float32)
-        out = self.g.node('QLinearConv', [
-            x, self.f32(f'{hint}.x_scale', s_x), x_zero, w,
-            self.f32(f'{hint}.w_scale', w_scale), w_zero,
-            self.f32(f'{hint}.y_scale', store.scale), self.u8(f'{hint}.y_zero', store.zero),
-            self.g.int_const(f'{hint}.bias', _onnx().TensorProto.INT32, b)], f'{hint}.qconv',
-            **geometry)
-        held = (self.clip(out, store.lo, store.hi, hint), store)
-        self.copies[out_tid] = {need: held for need in needs}
+        w_scale = self.f32(f'{hint}.w_scale', (out_unit / s_x).astype(np.float32))
+        b_int = self.g.int_const(f'{hint}.bias', _onnx().TensorProto.INT32, b)
+        self.copies[out_tid] = {}
+        for served, store in plans:
+            out = self.g.node('QLinearConv', [
+                x, self.f32(f'{hint}.x_scale', s_x), x_zero, w, w_scale, w_zero,
+                self.f32(f'{hint}.y_scale', store.scale), self.u8(f'{hint}.y_zero', store.zero),
+                b_int], f'{hint}.qconv', **geometry)
+            held = (self.clip(out, store.lo, store.hi, hint), store)
+            self.copies[out_tid].update({need: held for need in served})
 
     def output_conv(self, step: dict, x: str, x_zero: str, codes: np.ndarray, sign: np.ndarray,
                     bias: np.ndarray, out_unit: np.ndarray, geometry: dict, hint: str) -> None:
@@ -580,8 +584,9 @@ def export_kernel_onnx(engine: torch.nn.Module, path: Optional[str],
         metadata (dict, optional): For ``metadata_props``.
 
     Returns:
-        tuple: The ``onnx.ModelProto`` and a report (opset, nodes, convs, weight codes
-        clamped to fit int8 per layer).
+        tuple: The ``onnx.ModelProto`` and a report: opset, nodes, the program's
+        ``convs``, the graph's integer ``conv_nodes`` (a conv read by several
+        quantizers is one node per quantizer), weight codes clamped to fit int8.
     """
     from .program import record_program
     images = list(calibration_images)
@@ -594,30 +599,32 @@ def export_kernel_onnx(engine: torch.nn.Module, path: Optional[str],
     if path is not None:
         _onnx().save(model, path)
     convs = sum(1 for step in program['steps'] if step['op'] == 'conv')
+    conv_nodes = sum(1 for node in model.graph.node if node.op_type in INTEGER_CONV_OPS)
     report = {'format': 'kernels', 'opset': KERNELS_OPSET, 'nodes': len(model.graph.node),
-              'convs': convs, 'calibration_images': sum(int(i.shape[0]) for i in images),
+              'convs': convs, 'conv_nodes': conv_nodes,
+              'calibration_images': sum(int(i.shape[0]) for i in images),
               'clamped_weights': clamped}
     return model, report
 
 
-def integer_conv_check(model: Any, num_convs: int, threads: int = 1) -> Dict[str, Any]:
+def integer_conv_check(model: Any, conv_nodes: int, threads: int = 1) -> Dict[str, Any]:
     """Whether onnxruntime runs every conv of the model on an integer kernel.
 
     Args:
         model (onnx.ModelProto | str): The model or its path.
-        num_convs (int): The program's convs.
+        conv_nodes (int): The integer conv nodes written (the export's report).
         threads (int): Session threads. Defaults to 1.
 
     Returns:
         dict: ``integer_convs`` and ``float_convs`` in the optimised graph, the op
-        counts, and ``all_integer`` (integer convs == ``num_convs``, no float conv).
+        counts, and ``all_integer`` (as many integer convs as written, no float conv).
     """
     counts = optimized_op_counts(model, threads)
     integer = sum(n for op, n in counts.items() if op in INTEGER_CONV_OPS)
     floating = sum(n for op, n in counts.items()
                    if op not in INTEGER_CONV_OPS and 'Conv' in op)
     return {'integer_convs': integer, 'float_convs': floating, 'op_counts': counts,
-            'all_integer': integer == num_convs and floating == 0}
+            'all_integer': integer == conv_nodes and floating == 0}
 
 
 __all__ = ['KERNELS_OPSET', 'INTEGER_CONV_OPS', 'WIDE', 'Storage', 'codes_storage',

@@ -100,13 +100,14 @@ def test_onnx_export_tool_writes_integer_kernels_by_default(tmp_path, capsys):
                              'train_dataloader.dataset.data_root=/nonexistent/'])
     assert result['format'] == 'kernels' and result['passed'] is True
     assert result['calibration_source'].startswith('generated images')
-    assert result['convs'] == 58 == result['integer_convs'] and result['float_convs'] == 0
+    assert result['convs'] == 58 and result['float_convs'] == 0
+    assert result['integer_convs'] == result['conv_nodes'] >= 58
     # RetinaNet: 2 predictors x 5 levels give real outputs (exact int32 accumulators)
     assert result['op_counts']['ConvInteger'] == 10
-    assert result['op_counts']['QLinearConv'] == 48
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-2] == ('PASS: onnxruntime runs 58 of 58 convs on integer kernels and 0 in '
-                         'float (required: every conv on an integer kernel)')
+    assert lines[-2] == (f'PASS: onnxruntime runs the 58 convs as {result["conv_nodes"]} '
+                         f'integer-kernel nodes (of {result["conv_nodes"]} written) and 0 float '
+                         f'convs (required: every conv on an integer kernel)')
 
 
 def test_onnx_export_tool_random_init_needs_no_checkpoint(tmp_path, capsys):
@@ -115,7 +116,7 @@ def test_onnx_export_tool_random_init_needs_no_checkpoint(tmp_path, capsys):
     result = onnx_tool.main([osp.join(ROOT, CONFIGS['fcos']), out, '--random-init', '--bits',
                              '3', '--size', '64', '--num-images', '1', '--calib-images', '1',
                              '--cfg-options', *TINY_OPTIONS])
-    assert result['passed'] is True and result['integer_convs'] == result['convs'] == 63
+    assert result['passed'] is True and result['convs'] == 63 and result['float_convs'] == 0
     with pytest.raises(SystemExit):
         onnx_tool.parse_args([osp.join(ROOT, CONFIGS['fcos']), out])  # neither given
     assert 'give either a CHECKPOINT or --random-init' in capsys.readouterr().err

@@ -6,6 +6,12 @@ from mmdet.registry import HOOKS
 
 from mmaqd.integer import convert_detector
 from mmaqd.integer.onnx_export import OnnxDetector, export_onnx
+from mmaqd.integer.onnx_kernels import export_kernel_onnx
+
+#: The ``arith`` values: the engine, its float64 simulation, the two ONNX exports.
+ARITHS = ('int', 'float', 'onnx', 'onnx-qdq')
+#: Training images that set the integer-kernel export's 8-bit scales.
+CALIBRATION_IMAGES = 16
 
 
 @HOOKS.register_module()
@@ -18,15 +24,18 @@ class IntegerInferenceHook(Hook):
 
     Args:
         arith (str): ``'int'`` for the integer engine, ``'float'`` for its float64
-            deploy-mode simulation, ``'onnx'`` for the engine's QDQ ONNX export run
-            in onnxruntime (needs requirements/deploy.txt). Defaults to ``'int'``.
+            deploy-mode simulation, ``'onnx'`` for the integer-kernel ONNX export
+            (the deployed file; its 8-bit scales calibrated on the first
+            :data:`CALIBRATION_IMAGES` training images) and ``'onnx-qdq'`` for the
+            QDQ export, both run in onnxruntime (needs requirements/deploy.txt).
+            Defaults to ``'int'``.
     """
 
     priority = 'LOW'  # after QuantCalibrationHook
 
     def __init__(self, arith: str = 'int') -> None:
-        if arith not in ('int', 'float', 'onnx'):
-            raise ValueError(f"IntegerInferenceHook: arith must be 'int', 'float' or 'onnx', "
+        if arith not in ARITHS:
+            raise ValueError(f'IntegerInferenceHook: arith must be one of {ARITHS}, '
                              f'got {arith!r}')
         self.arith = arith
         self.engine = None
@@ -47,9 +56,18 @@ class IntegerInferenceHook(Hook):
         def extract_feat(batch_inputs):
             return (batch_inputs, )
 
-        if arith == 'onnx':
+        if arith.startswith('onnx'):
             kinds = len(engine.head.output_units())
-            onnx_model, _ = export_onnx(engine, None, torch.zeros(1, 3, 128, 128))
+            if arith == 'onnx':
+                from mmaqd.apis import calibration_images, example_shape
+                images, source = calibration_images(runner.cfg, model, CALIBRATION_IMAGES,
+                                                    example_shape(runner.cfg)[0])
+                onnx_model, _ = export_kernel_onnx(
+                    engine, None, images, model.data_preprocessor.mean.flatten().tolist())
+                runner.logger.info(f'IntegerInferenceHook: 8-bit scales of the integer-kernel '
+                                   f'graph from {len(images)} batches of {source}')
+            else:
+                onnx_model, _ = export_onnx(engine, None, torch.zeros(1, 3, 128, 128))
             runner_onnx = OnnxDetector(onnx_model, kinds)
 
             def head_forward(feats):
