@@ -30,21 +30,21 @@ max pool, resize    ``MaxPool`` and nearest ``Resize`` on uint8 (exact: both
                     commute with the monotone quantization)
 relu                ``Clip`` at the zero point (nothing when it is 0)
 requantization      ``DequantizeLinear -> QuantizeLinear [-> Clip]``, only
-                    where one tensor feeds several quantizers or an add
+                    where a quantizer reads a conv output held in 8 bits for
+                    an add
 ==================  =========================================================
 
-Which scale a tensor gets: if every reader is a conv with the same input
-quantizer, that quantizer's step and code range, so the conv's own output
-requantization *is* the next layer's input quantizer (exact but for float
-rounding of the scale, as in the QDQ graph). Tensors that also feed an add,
-several quantizers or a max pool before them are held in 8 bits with a scale
+Which scale a tensor gets (``docs/deployment.md``): a quantizer that reads it
+gets its own codes, so a conv's own output requantization *is* the next
+layer's input quantizer (exact but for float rounding of the scale, as in the
+QDQ graph). Tensors that adds read are also held in 8 bits with a scale
 calibrated on real images (:func:`calibrate_ranges`); the engine keeps those
 (residual sums, FPN sums) at accumulator resolution, which is where this graph
-and the engine differ most.
+and the engine differ.
 """
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch

@@ -32,7 +32,6 @@ import statistics
 import tempfile
 from typing import Callable, Dict, Optional, Sequence
 
-import numpy as np
 import torch
 
 from mmaqd.apis import (build_detector, generated_images, load_config, load_trained,
