@@ -45,7 +45,8 @@ from mmaqd.integer import convert_detector
 from mmaqd.integer.compare import code_agreement
 from mmaqd.integer.detector import head_outputs
 from mmaqd.integer.onnx_export import OnnxDetector, export_onnx
-from mmaqd.integer.onnx_kernels import export_kernel_onnx, integer_conv_check
+from mmaqd.integer.onnx_kernels import (CALIBRATION_PERCENTILE, export_kernel_onnx,
+                                        integer_conv_check)
 
 #: Smallest fraction of the QDQ graph's head outputs equal to the engine's for a PASS
 #: (float rounding in the runtime's requantization moves a few values; 99.85% at w4).
@@ -70,6 +71,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='val images to compare on (default 4)')
     parser.add_argument('--calib-images', type=int, default=16,
                         help='training images that set the 8-bit scales (kernels; default 16)')
+    parser.add_argument('--calib-percentile', type=float, default=CALIBRATION_PERCENTILE,
+                        help='percentile of the values that sets each 8-bit range (kernels; '
+                        f'default {CALIBRATION_PERCENTILE}; 100: min and max)')
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     if (args.checkpoint is None) == (not args.random_init):
@@ -79,6 +83,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     for name in ('num_images', 'calib_images'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
+    if not 50 < args.calib_percentile <= 100:
+        parser.error(f'--calib-percentile must be in (50, 100], got {args.calib_percentile}')
     return args
 
 
@@ -103,7 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.format == 'kernels':
         mean = model.data_preprocessor.mean.flatten().tolist()
         _, report = export_kernel_onnx(engine, args.out, calib, mean, kinds,
-                                       deploy_metadata(cfg, model))
+                                       deploy_metadata(cfg, model), args.calib_percentile)
         report.update(integer_conv_check(args.out, report['conv_nodes']),
                       calibration_source=calib_source)
     else:

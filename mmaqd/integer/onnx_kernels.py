@@ -131,30 +131,52 @@ def _units(program: Program, constants: Constants) -> Dict[int, torch.Tensor]:
     return units
 
 
-def calibrate_ranges(program: Program, constants: Constants,
-                     images: Iterable[torch.Tensor]) -> Dict[int, Tuple[float, float]]:
+#: Values a per-batch percentile is taken over at most (a random subsample beyond).
+PERCENTILE_SAMPLES = 2**20
+#: The export's default calibration percentile: the 8-bit tensors clip the rarest
+#: 0.01% of values at each end. On the trained w4 RetinaNet (first 100 val images)
+#: min/max ranges gave bbox mAP 0.658, 99.999 0.666, 99.99 0.664, 99.9 0.663, the
+#: integer engine 0.662: a few outliers otherwise coarsen the whole tensor's step.
+CALIBRATION_PERCENTILE = 99.99
+
+
+def calibrate_ranges(program: Program, constants: Constants, images: Iterable[torch.Tensor],
+                     percentile: float = 100.0) -> Dict[int, Tuple[float, float]]:
     """The real range of every conv / add output over some images (float64 simulation).
 
     Args:
         program (dict): From :func:`~mmaqd.integer.program.record_program`.
         constants (dict): Its layer constants.
         images (iterable[Tensor]): Integer images ``pixel - mean`` ``(N, 3, H, W)``.
+        percentile (float): Per batch, the range from this percentile of the values
+            (and 100 - it for the minimum); the widest over the batches is kept.
+            100 (default): min and max.
 
     Returns:
         dict: Tensor id -> ``(min, max)`` of its real values.
 
     Raises:
-        OnnxExportError: If no image is given.
+        OnnxExportError: If no image is given or ``percentile`` is not in (50, 100].
     """
+    if not 50 < percentile <= 100:
+        raise OnnxExportError(f'percentile must be in (50, 100], got {percentile}')
     units = _units(program, constants)
     produced_by = {s['output']: s['op'] for s in program['steps']}
     ranges: Dict[int, Tuple[float, float]] = {}
+    generator = torch.Generator().manual_seed(0)
 
     def observe(tid: int, values: torch.Tensor) -> None:
         if produced_by[tid] not in ('conv', 'add'):
             return
-        real = values * units[tid].view(1, -1, 1, 1)
-        low, high = float(real.min()), float(real.max())
+        real = (values * units[tid].view(1, -1, 1, 1)).flatten()
+        if percentile == 100:
+            low, high = float(real.min()), float(real.max())
+        else:
+            if real.numel() > PERCENTILE_SAMPLES:
+                real = real[torch.randint(real.numel(), (PERCENTILE_SAMPLES, ),
+                                          generator=generator)]
+            q = torch.tensor([1 - percentile / 100, percentile / 100], dtype=real.dtype)
+            low, high = (float(v) for v in torch.quantile(real, q))
         if tid in ranges:
             low, high = min(low, ranges[tid][0]), max(high, ranges[tid][1])
         ranges[tid] = (low, high)
@@ -570,7 +592,8 @@ def optimized_op_counts(model: Any, threads: int = 1) -> Dict[str, int]:
 def export_kernel_onnx(engine: torch.nn.Module, path: Optional[str],
                        calibration_images: Sequence[torch.Tensor], mean: Sequence[float],
                        output_names: Optional[Sequence[str]] = None,
-                       metadata: Optional[Dict[str, Any]] = None) -> Tuple[Any, Dict[str, Any]]:
+                       metadata: Optional[Dict[str, Any]] = None,
+                       percentile: float = CALIBRATION_PERCENTILE) -> Tuple[Any, Dict[str, Any]]:
     """Record an engine's program and write it as an integer-kernel ONNX model.
 
     Args:
@@ -582,6 +605,8 @@ def export_kernel_onnx(engine: torch.nn.Module, path: Optional[str],
         mean (list[float]): The model's integer per-channel mean.
         output_names (list[str], optional): Names of the head's output kinds.
         metadata (dict, optional): For ``metadata_props``.
+        percentile (float): Of the calibration ranges (:func:`calibrate_ranges`).
+            Defaults to :data:`CALIBRATION_PERCENTILE`.
 
     Returns:
         tuple: The ``onnx.ModelProto`` and a report: opset, nodes, the program's
@@ -593,7 +618,7 @@ def export_kernel_onnx(engine: torch.nn.Module, path: Optional[str],
     if not images:
         raise OnnxExportError('calibrating the 8-bit tensors needs at least one image')
     program, constants = record_program(engine, images[0][:1])
-    ranges = calibrate_ranges(program, constants, images)
+    ranges = calibrate_ranges(program, constants, images, percentile)
     model, clamped = program_to_kernel_onnx(program, constants, ranges, mean, output_names,
                                             metadata)
     if path is not None:
@@ -603,6 +628,7 @@ def export_kernel_onnx(engine: torch.nn.Module, path: Optional[str],
     report = {'format': 'kernels', 'opset': KERNELS_OPSET, 'nodes': len(model.graph.node),
               'convs': convs, 'conv_nodes': conv_nodes,
               'calibration_images': sum(int(i.shape[0]) for i in images),
+              'calibration_percentile': percentile,
               'clamped_weights': clamped}
     return model, report
 
@@ -627,7 +653,7 @@ def integer_conv_check(model: Any, conv_nodes: int, threads: int = 1) -> Dict[st
             'all_integer': integer == conv_nodes and floating == 0}
 
 
-__all__ = ['KERNELS_OPSET', 'INTEGER_CONV_OPS', 'WIDE', 'Storage', 'codes_storage',
+__all__ = ['KERNELS_OPSET', 'INTEGER_CONV_OPS', 'WIDE', 'CALIBRATION_PERCENTILE', 'Storage', 'codes_storage',
            'range_storage', 'aligned_range_storage', 'pair_sums_fit', 'calibrate_ranges',
            'program_to_kernel_onnx', 'export_kernel_onnx', 'optimized_op_counts',
            'integer_conv_check']

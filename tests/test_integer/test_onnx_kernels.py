@@ -175,3 +175,26 @@ def test_calibration_needs_images():
     engine = convert_detector(tiny_detector('retinanet', 4))
     with pytest.raises(ValueError, match='at least one image'):
         export_kernel_onnx(engine, None, [], MEAN)
+
+
+def test_calibrated_ranges_are_the_real_ranges_or_their_percentiles():
+    engine = convert_detector(tiny_detector('fcos', 4))
+    program, constants = record_program(engine, tiny_images(1))
+    images = [tiny_images(1, seed=21), tiny_images(1, seed=22)]
+    units, real = _units(program, constants), {}
+    for image in images:
+        run_program(program, constants, image, 'float', lambda t, v: real.setdefault(t, []).append(
+            (v * units[t].view(1, -1, 1, 1)).flatten()))
+    full = calibrate_ranges(program, constants, images)
+    clipped = calibrate_ranges(program, constants, images, percentile=99.0)
+    conv = program['steps'][0]['output']  # the stem: 8 x 32 x 32 values per image
+    values = real[conv]
+    assert full[conv] == (min(float(v.min()) for v in values),
+                          max(float(v.max()) for v in values))
+    # per image the 1st / 99th percentile, the widest of the two images kept
+    per_image = [torch.quantile(v, torch.tensor([0.01, 0.99], dtype=v.dtype)) for v in values]
+    assert clipped[conv] == pytest.approx((min(float(q[0]) for q in per_image),
+                                           max(float(q[1]) for q in per_image)))
+    assert full[conv][0] <= clipped[conv][0] and clipped[conv][1] < full[conv][1]
+    with pytest.raises(ValueError, match=r'percentile must be in \(50, 100\], got 40'):
+        calibrate_ranges(program, constants, images, percentile=40)

@@ -1,4 +1,5 @@
 """The benchmark tools' timing helpers by hand, and detector_costs.py on a tiny input."""
+import json
 import os.path as osp
 
 import pytest
@@ -57,3 +58,29 @@ def test_costs_of_tiny_detectors(tmp_path):
     assert result['file_bytes']['FP fp32 weights'] > 4 * 11e6  # ResNet-18 alone: 11.7 M
     if 'w4a4 onnx' in sizes:  # with the deploy extra
         assert sizes['w4a4 onnx'] < 0.5
+
+
+def test_deploy_speed_runs_every_runtime_on_a_tiny_input(tmp_path):
+    # Structure only (which runtimes ran, the kernel graph check, the JSON); never speed.
+    speed = load_tool('benchmarks/deploy_speed.py')
+    out = str(tmp_path / 'speed.json')
+    result = speed.main(['--config', CONFIGS[2], '--fp-config', CONFIGS[0], '--sizes', '64',
+                         '--threads', '1', '--rounds', '1', '--no-engine', '--profile',
+                         '--out', out])
+    assert result['kernel_graph']['all_integer'] and result['kernel_graph']['float_convs'] == 0
+    (row, ) = result['runs']
+    assert {'fp_torch', 'fp_onnx', 'kernels', 'qdq'} <= set(row['median_ms'])
+    assert set(row['kernels_speedup_vs']) == set(row['median_ms']) - {'kernels'}
+    assert result['kernel_profile_ms']['by_op']['QLinearConv'] > 0
+    assert result['machine']['cores'] >= 1
+    with open(out) as f:
+        assert json.load(f)['runs'] == result['runs']
+    with pytest.raises(SystemExit):
+        speed.parse_args(['--rounds', '0'])
+
+
+def test_deploy_accuracy_refuses_a_pair_without_checkpoint(capsys):
+    accuracy = load_tool('benchmarks/deploy_accuracy.py')
+    with pytest.raises(SystemExit):
+        accuracy.parse_args([CONFIGS[1], '--out', 'x.json'])
+    assert 'is not CONFIG=CHECKPOINT' in capsys.readouterr().err
