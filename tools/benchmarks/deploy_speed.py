@@ -13,15 +13,19 @@ Per image size and thread count, every runtime takes its turn in each round
   OpenVINO, if the ``openvino`` package is installed (optional, not pinned: it
   reads ONNX; the files it cannot convert are listed with its message).
 
-Ratios are medians over rounds of per-round time ratios. Speed hardly depends on
+Ratios are medians over rounds of per-round time ratios. The runtimes share the
+cores, so none may busy-wait between its calls: onnxruntime's pools are created
+without spinning, and PyTorch's OpenMP threads wait passively only when the process
+starts with ``OMP_WAIT_POLICY=PASSIVE`` (the script warns otherwise; measured here,
+spinning threads of one runtime made the next one's 2-thread run 1.7x slower). Speed hardly depends on
 the weights, so the quantized model is a random one calibrated on generated
 images unless ``--checkpoint`` is given. With ``--profile`` the kernel graph is
 also profiled by onnxruntime and its time summed per op type (where the time goes).
 
 Example::
 
-    python tools/benchmarks/deploy_speed.py --sizes 256 512 --threads 1 2 \
-        --out docs/results/deploy_speed.json
+    OMP_WAIT_POLICY=PASSIVE python tools/benchmarks/deploy_speed.py --sizes 256 512 \
+        --threads 1 2 --out docs/results/deploy_speed.json
 """
 import argparse
 import json
@@ -81,11 +85,25 @@ def machine() -> Dict[str, object]:
             'cores': os.cpu_count(), 'platform': platform.platform()}
 
 
+def versions() -> Dict[str, str]:
+    """Versions of the runtimes measured."""
+    import onnxruntime
+    found = {'torch': torch.__version__, 'onnxruntime': onnxruntime.__version__}
+    try:
+        import openvino
+        found['openvino'] = openvino.__version__
+    except ImportError:
+        pass
+    return found
+
+
 def ort_session(path: str, threads: int, profile_dir: Optional[str] = None):
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle pool threads must not spin: the next runtime in the round needs the cores.
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     if profile_dir:
         options.enable_profiling = True
         options.profile_file_prefix = osp.join(profile_dir, 'kernels')
@@ -126,6 +144,9 @@ def profile_by_op(session, feeds: dict, runs: int = 5) -> Dict[str, float]:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
+    if os.environ.get('OMP_WAIT_POLICY', '').upper() != 'PASSIVE':
+        print('WARNING: OMP_WAIT_POLICY is not PASSIVE: PyTorch\'s idle OpenMP threads spin '
+              'and slow the runtime timed after them')
     torch.manual_seed(0)
     cfg = load_config(args.config)
     if args.checkpoint:
@@ -144,6 +165,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     export_onnx(engine, qdq_path, torch.zeros(1, 3, 64, 64))
     result = {'machine': machine(), 'config': args.config, 'fp_config': args.fp_config,
               'checkpoint': args.checkpoint, 'rounds': args.rounds,
+              'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'),
+              'versions': versions(),
               'kernel_graph': dict({k: check[k] for k in ('integer_convs', 'float_convs',
                                                           'all_integer')},
                                    convs=report['convs']),
