@@ -5,7 +5,7 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
-#: Version of the metadata layout below (read by :mod:`mmaqd.deploy`).
+#: Version of the metadata layout below (read by :mod:`mmaqd_deploy`).
 METADATA_FORMAT = 'mmaqd-detector-1'
 
 

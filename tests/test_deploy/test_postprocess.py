@@ -7,8 +7,8 @@ import torch
 from mmengine.config import Config
 
 from mmaqd.apis import deploy_metadata
-from mmaqd.deploy import DetectorFile, detections, grid_priors, nms, prepare_image
-from mmaqd.deploy.runner import _resized_size
+from mmaqd_deploy import DetectorFile, detections, grid_priors, nms, prepare_image
+from mmaqd_deploy.runner import _resized_size
 from mmaqd.integer import convert_detector
 from mmaqd.integer.detector import head_outputs
 from mmaqd.integer.onnx_export import OnnxDetector

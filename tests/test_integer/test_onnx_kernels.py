@@ -152,7 +152,8 @@ def test_storages_by_hand():
 
 @pytest.mark.parametrize('k, single', [(1, True), (3, True), (5, True), (2, False), (4, False)])
 def test_odd_ratio_requantizes_with_one_rounding(k, single):
-    x = np.linspace(-40, 40, 160001)
+    # off the exact halves, where two half-to-even roundings may differ from one
+    x = np.linspace(-40, 40, 160001) + 1e-6 * np.pi
     twice = np.round(np.round(x * k) / k)  # to the grid 1/k, then to the grid 1
     assert np.array_equal(twice, np.round(x)) == single
 

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mmaqd.deploy import DetectorFile
+from mmaqd_deploy import DetectorFile
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
