@@ -312,6 +312,34 @@ class _Emitter:
         return [[self.names[t] for t in kind] for kind in prog['outputs']]
 
 
+def named_output_graph(g: _GraphBuilder, outputs: List[List[str]],
+                       output_names: Optional[Sequence[str]], image: Any, name: str):
+    """The graph of ``g``'s nodes with the outputs renamed ``<kind>_<level>`` (float32).
+
+    Args:
+        g (_GraphBuilder): The nodes and initializers.
+        outputs (list[list[str]]): Per output kind, per level, the tensor names.
+        output_names (list[str], optional): The kinds' names (default ``out<k>``).
+        image: The graph input's ``ValueInfoProto``.
+        name (str): The graph's name.
+
+    Returns:
+        onnx.GraphProto: The graph.
+    """
+    onnx = _onnx()
+    kinds = list(output_names or [f'out{i}' for i in range(len(outputs))])
+    if len(kinds) != len(outputs):
+        raise OnnxExportError(f'{len(kinds)} output names for {len(outputs)} output kinds')
+    graph_outputs = []
+    for kind, names in zip(kinds, outputs):
+        for level, tensor in enumerate(names):
+            final = f'{kind}_{level}'
+            g.nodes.append(onnx.helper.make_node('Identity', [tensor], [final]))
+            graph_outputs.append(onnx.helper.make_tensor_value_info(
+                final, onnx.TensorProto.FLOAT, ['N', None, None, None]))
+    return onnx.helper.make_graph(g.nodes, name, [image], graph_outputs, g.initializers)
+
+
 def program_to_onnx(program: Program, constants: Constants,
                     output_names: Optional[Sequence[str]] = None):
     """Write a recorded program as a QDQ ONNX model (see the module docstring).
@@ -332,21 +360,9 @@ def program_to_onnx(program: Program, constants: Constants,
                                   f'with this version of mmaqd)')
     emitter = _Emitter(program, constants)
     outputs = emitter.emit('image')
-    kinds = list(output_names or [f'out{i}' for i in range(len(outputs))])
-    if len(kinds) != len(outputs):
-        raise OnnxExportError(f'{len(kinds)} output names for {len(outputs)} output kinds')
-    g = emitter.g
-    graph_outputs = []
-    for kind, names in zip(kinds, outputs):
-        for level, name in enumerate(names):
-            final = f'{kind}_{level}'
-            g.nodes.append(onnx.helper.make_node('Identity', [name], [final]))
-            graph_outputs.append(onnx.helper.make_tensor_value_info(
-                final, onnx.TensorProto.FLOAT, ['N', None, None, None]))
     image = onnx.helper.make_tensor_value_info('image', onnx.TensorProto.FLOAT,
                                                ['N', 3, 'H', 'W'])
-    graph = onnx.helper.make_graph(g.nodes, 'mmaqd_integer_qdq', [image], graph_outputs,
-                                   g.initializers)
+    graph = named_output_graph(emitter.g, outputs, output_names, image, 'mmaqd_integer_qdq')
     model = onnx.helper.make_model(
         graph, opset_imports=[onnx.helper.make_opsetid('', ONNX_OPSET)],
         ir_version=ONNX_IR_VERSION, producer_name='mmaqd')

@@ -49,7 +49,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .onnx_export import (OnnxExportError, _GraphBuilder, _geometry, _input_step, _onnx)
+from .onnx_export import (OnnxExportError, _GraphBuilder, _geometry, _input_step, _onnx,
+                          named_output_graph)
 from .program import Constants, Program, run_program
 
 #: The opset of the graph (QLinearAdd comes from onnxruntime's com.microsoft domain).
@@ -530,21 +531,9 @@ def program_to_kernel_onnx(program: Program, constants: Constants,
         raise OnnxExportError(f'mean {list(mean)} is not integer')
     emitter = _KernelEmitter(program, constants, ranges, mean)
     outputs = emitter.emit('image')
-    kinds = list(output_names or [f'out{i}' for i in range(len(outputs))])
-    if len(kinds) != len(outputs):
-        raise OnnxExportError(f'{len(kinds)} output names for {len(outputs)} output kinds')
-    g = emitter.g
-    graph_outputs = []
-    for kind, names in zip(kinds, outputs):
-        for level, name in enumerate(names):
-            final = f'{kind}_{level}'
-            g.nodes.append(onnx.helper.make_node('Identity', [name], [final]))
-            graph_outputs.append(onnx.helper.make_tensor_value_info(
-                final, onnx.TensorProto.FLOAT, ['N', None, None, None]))
     image = onnx.helper.make_tensor_value_info('image', onnx.TensorProto.UINT8,
                                                ['N', len(emitter.mean), 'H', 'W'])
-    graph = onnx.helper.make_graph(g.nodes, 'mmaqd_integer_kernels', [image], graph_outputs,
-                                   g.initializers)
+    graph = named_output_graph(emitter.g, outputs, output_names, image, 'mmaqd_integer_kernels')
     model = onnx.helper.make_model(
         graph, opset_imports=[onnx.helper.make_opsetid('', KERNELS_OPSET),
                               onnx.helper.make_opsetid('com.microsoft', 1)],

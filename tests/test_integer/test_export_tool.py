@@ -65,12 +65,16 @@ def test_example_shape_reads_a_fixed_resize():
         (DEFAULT_SIZE, DEFAULT_SIZE)
 
 
+def _tiny_checkpoint(tmp_path, detector, bits):
+    """A tiny detector's checkpoint file and an output path next to it."""
+    ckpt = str(tmp_path / 'tiny.pth')
+    torch.save({'state_dict': tiny_detector(detector, bits).state_dict(), 'meta': {}}, ckpt)
+    return ckpt, str(tmp_path / 'tiny.onnx')
+
+
 def test_onnx_export_tool_on_tiny_checkpoint(tmp_path, capsys):
     onnx_tool = load_tool('export_onnx.py')
-    model = tiny_detector('fcos', 4)
-    ckpt = str(tmp_path / 'tiny.pth')
-    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
-    out = str(tmp_path / 'tiny.onnx')
+    ckpt, out = _tiny_checkpoint(tmp_path, 'fcos', 4)
     # the val data is missing here: the tool compares on generated images
     result = onnx_tool.main([osp.join(ROOT, CONFIGS['fcos']), ckpt, out, '--num-images', '2',
                              '--format', 'qdq', '--cfg-options', *TINY_OPTIONS,
@@ -89,10 +93,7 @@ def test_onnx_export_tool_on_tiny_checkpoint(tmp_path, capsys):
 
 def test_onnx_export_tool_writes_integer_kernels_by_default(tmp_path, capsys):
     onnx_tool = load_tool('export_onnx.py')
-    model = tiny_detector('retinanet', 2)
-    ckpt = str(tmp_path / 'tiny.pth')
-    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
-    out = str(tmp_path / 'tiny.onnx')
+    ckpt, out = _tiny_checkpoint(tmp_path, 'retinanet', 2)
     w2a2 = CONFIGS['retinanet'].replace('w4a4', 'w2a2')
     result = onnx_tool.main([osp.join(ROOT, w2a2), ckpt, out, '--num-images',
                              '1', '--calib-images', '2', '--cfg-options', *TINY_OPTIONS,
