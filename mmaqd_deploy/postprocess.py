@@ -130,6 +130,10 @@ def detections(outputs: Dict[str, List[np.ndarray]], meta: Dict[str, Any],
         Detections: In original-image pixels.
     """
     cfg = meta['test_cfg']
+    nms_cfg = cfg.get('nms', {})
+    if nms_cfg.get('type', 'nms') != 'nms' or nms_cfg.get('class_agnostic', False):
+        raise ValueError(f'test_cfg.nms {nms_cfg}: the runner implements class-wise plain NMS '
+                         f'only')
     fcos = meta['head'] == 'fcos'
     nms_pre = int(cfg.get('nms_pre', -1))
     score_thr = float(cfg.get('score_thr', 0))

@@ -6,6 +6,9 @@ import numpy as np
 
 from .postprocess import Detections, detections
 
+#: The metadata layout this runner reads (written by ``mmaqd.apis.deploy``).
+METADATA_FORMAT = 'mmaqd-detector-1'
+
 
 def _resized_size(height: int, width: int, resize: Optional[Dict[str, Any]]) -> Tuple[int, int]:
     """``(h, w)`` after mmcv's Resize (``scale`` (w, h) with or without keep_ratio, or
@@ -19,7 +22,10 @@ def _resized_size(height: int, width: int, resize: Optional[Dict[str, Any]]) -> 
             return int(scale[1]), int(scale[0])
         factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
     else:
-        factor = float(resize.get('scale_factor', 1.0))
+        factor = resize.get('scale_factor', 1.0)
+        if isinstance(factor, (list, tuple)):  # (w, h) factors
+            return int(height * factor[1] + 0.5), int(width * factor[0] + 0.5)
+        factor = float(factor)
     return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
@@ -27,8 +33,9 @@ def prepare_image(image: np.ndarray, meta: Dict[str, Any]) -> Tuple[np.ndarray, 
                                                                       Tuple[float, float]]:
     """An RGB ``(H, W, 3)`` uint8 image as the graph's input, as mmdet's test pipeline.
 
-    Resize (bilinear, Pillow), channel order, padding to the size divisor with the
-    mean (the value mmdet's preprocessor pads with, after subtracting it).
+    Resize (bilinear: OpenCV's, as mmcv, when ``cv2`` is installed, else Pillow's,
+    which smooths when it shrinks), channel order, padding to the size divisor with
+    the mean (the value mmdet's preprocessor pads with, after subtracting it).
 
     Returns:
         tuple: The ``(1, 3, H', W')`` uint8 batch, the resized ``(h, w)`` and the
@@ -41,7 +48,11 @@ def prepare_image(image: np.ndarray, meta: Dict[str, Any]) -> Tuple[np.ndarray, 
     height, width = image.shape[:2]
     new_h, new_w = _resized_size(height, width, meta.get('resize'))
     if (new_h, new_w) != (height, width):
-        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+        try:
+            import cv2
+            image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        except ImportError:
+            image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
     if meta.get('channel_order', 'RGB') == 'BGR':
         image = image[:, :, ::-1]
     divisor = max(int(meta.get('size_divisor', 1)), 1)
@@ -76,6 +87,9 @@ class DetectorFile:
             raise ValueError(f'{path}: no mmaqd detector metadata (export it with '
                              f'tools/export_onnx.py)')
         self.meta = {key: json.loads(value) for key, value in props.items()}
+        if self.meta['format'] != METADATA_FORMAT:
+            raise ValueError(f'{path}: metadata format {self.meta["format"]!r}; this runner '
+                             f'reads {METADATA_FORMAT!r}')
         self.names = [o.name for o in self.session.get_outputs()]
 
     def outputs(self, batch: np.ndarray) -> Dict[str, list]:

@@ -5,7 +5,8 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
-#: Version of the metadata layout below (read by :mod:`mmaqd_deploy`).
+#: Version of the metadata layout below (read by :mod:`mmaqd_deploy`, which keeps its
+#: own copy of the string: it does not import mmaqd).
 METADATA_FORMAT = 'mmaqd-detector-1'
 
 

@@ -131,3 +131,25 @@ def test_metadata_of_the_synthetic_configs():
         assert meta['mean'] == [124.0, 116.0, 104.0] and meta['channel_order'] == 'RGB'
         assert meta['resize'] == {'scale_factor': 1.0, 'keep_ratio': True}
         assert meta['bits'] == {'w_bits': 4, 'a_bits': 4}
+
+
+def test_prepare_image_resizes_pads_and_orders_channels_as_mmdet():
+    meta = {'mean': [124.0, 116.0, 104.0], 'channel_order': 'BGR', 'size_divisor': 32,
+            'resize': {'scale': [100, 60], 'keep_ratio': True}}
+    rgb = np.zeros((30, 80, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    batch, img_shape, scale_factor = prepare_image(rgb, meta)
+    # keep_ratio: factor min(100/80, 60/30) = 1.25 -> 38 x 100, padded to 64 x 128
+    assert img_shape == (38, 100) and scale_factor == (100 / 80, 38 / 30)
+    assert batch.shape == (1, 3, 64, 128)
+    assert (batch[0, 2, :38, :100] == 200).all() and (batch[0, 0, :38, :100] == 0).all()
+    for c, m in enumerate((124, 116, 104)):  # BGR: the pads hold the mean of that channel
+        assert (batch[0, c, 38:, :] == m).all() and (batch[0, c, :, 100:] == m).all()
+    with pytest.raises(ValueError, match=r'expected an \(H, W, 3\) uint8 image'):
+        prepare_image(rgb.astype(np.float32), meta)
+
+
+def test_runner_and_package_agree_on_the_metadata_format():
+    from mmaqd.apis import METADATA_FORMAT
+    from mmaqd_deploy.runner import METADATA_FORMAT as READ
+    assert METADATA_FORMAT == READ

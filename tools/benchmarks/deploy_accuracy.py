@@ -29,6 +29,8 @@ from typing import List, Optional, Sequence
 from mmaqd.apis import load_config
 from mmaqd.datasets import write_subset
 
+#: The repository root (the tools run from there).
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 #: test.py's ``--integer`` values and the names of their rows.
 METHODS = {'fake_quant': [], 'engine': ['--integer'], 'kernels': ['--integer', 'onnx']}
 
@@ -48,7 +50,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def run(cmd: List[str]) -> str:
     """Run a tool; its stdout. Raises with its stderr tail if it fails."""
-    done = subprocess.run([sys.executable] + cmd, capture_output=True, text=True)
+    done = subprocess.run([sys.executable] + cmd, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f'{" ".join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}')
     return done.stdout
