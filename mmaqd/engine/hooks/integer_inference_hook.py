@@ -62,10 +62,13 @@ class IntegerInferenceHook(Hook):
                 from mmaqd.apis import calibration_images, example_shape
                 images, source = calibration_images(runner.cfg, model, CALIBRATION_IMAGES,
                                                     example_shape(runner.cfg)[0])
-                onnx_model, _ = export_kernel_onnx(
+                onnx_model, report = export_kernel_onnx(
                     engine, None, images, model.data_preprocessor.mean.flatten().tolist())
                 runner.logger.info(f'IntegerInferenceHook: 8-bit scales of the integer-kernel '
                                    f'graph from {len(images)} batches of {source}')
+                if report['clamped_weights']:
+                    runner.logger.warning(f'IntegerInferenceHook: weight codes clamped to fit '
+                                          f'the 8-bit containers: {report["clamped_weights"]}')
             else:
                 onnx_model, _ = export_onnx(engine, None, torch.zeros(1, 3, 128, 128))
             runner_onnx = OnnxDetector(onnx_model, kinds)
