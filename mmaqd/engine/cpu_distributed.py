@@ -83,8 +83,15 @@ def cpu_distributed(cfg: Config) -> Iterator[bool]:
     """
     joined_before = dist.is_available() and dist.is_initialized()
     adapted = prepare_cpu_distributed(cfg)
+    completed = False
     try:
         yield adapted
+        completed = True
     finally:
         if adapted and not joined_before and dist.is_initialized():
+            if completed:
+                # All ranks leave together: rank 0 hosts the rendezvous store, and a rank
+                # that tears it down while another still uses it can abort at exit
+                # ("terminate called without an active exception", seen once in CI).
+                dist.barrier()
             dist.destroy_process_group()
