@@ -47,19 +47,21 @@ def test_gloo_and_a_cpu_ddp_wrapper(monkeypatch):
 def test_the_group_it_joined_is_left_at_the_end(monkeypatch):
     """A gloo group alive at interpreter exit aborts the finished process (exit -6)."""
     monkeypatch.setenv('LOCAL_RANK', '0')
-    state = dict(joined=False, left=0)
+    state = dict(joined=False, left=0, barriers=0)
     monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: state['joined'])
+    monkeypatch.setattr(torch.distributed, 'barrier',
+                        lambda: state.update(barriers=state['barriers'] + 1))
     monkeypatch.setattr(torch.distributed, 'init_process_group',
                         lambda **kw: state.update(joined=True))
     monkeypatch.setattr(torch.distributed, 'destroy_process_group',
                         lambda: state.update(joined=False, left=state['left'] + 1))
     with cpu_distributed(_cfg()) as adapted:
         assert adapted and state['joined']
-    assert state == dict(joined=False, left=1)
-    with pytest.raises(RuntimeError, match='boom'):  # also when the run fails
-        with cpu_distributed(_cfg()):
+    assert state == dict(joined=False, left=1, barriers=1)  # the ranks leave together
+    with pytest.raises(RuntimeError, match='boom'):  # also when the run fails, without
+        with cpu_distributed(_cfg()):               # waiting for ranks that may be gone
             raise RuntimeError('boom')
-    assert state == dict(joined=False, left=2)
+    assert state == dict(joined=False, left=2, barriers=1)
     with cpu_distributed(_cfg(launcher='none')) as adapted:  # single process: nothing
         assert not adapted
     assert state['left'] == 2
