@@ -1,11 +1,17 @@
-"""Turn fake-quant layers into :mod:`~mmaqd.integer.layers` with integer constants."""
+"""Turn fake-quant layers into :mod:`~mmaqd.integer.layers` with integer constants.
+
+Conversion reads the trained model and never changes it. What the fake-quant
+layers need to compute as the engine does (integer-aware QAT) is collected in
+an :class:`EngineLinks` passed to the converters.
+"""
+from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmaqd.quant import MinMaxQuantizer, QAdd, QConv
+from mmaqd.quant import MinMaxQuantizer, QAdd, QConv, Quantizer, add_alignment
 
 from .layers import IntAdd, IntConv
 from .ops import FLOAT_MAX_SHIFT, FLOAT_MIN_SHIFT
@@ -17,6 +23,23 @@ IMAGE_BITS = 9
 
 class ConversionError(ValueError):
     """A model (or one of its layers) has no integer form; the message says why."""
+
+
+@dataclass
+class EngineLinks:
+    """The engine's units and requantizations, by the fake-quant module they belong to.
+
+    Attributes:
+        bn_units (list): ``(bn, level, S)``: the accumulator unit of the conv before
+            each folded BN (per level).
+        add_units (list): ``(qadd, unit_x, unit_y)``: the units of each add's operands.
+        requants (list): ``(quantizer, unit, m0, shift)``: each input quantizer's
+            requantization from the producer's integers in ``unit``.
+    """
+    bn_units: List[Tuple[nn.Module, int, torch.Tensor]] = field(default_factory=list)
+    add_units: List[Tuple[QAdd, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    requants: List[Tuple[Quantizer, torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        default_factory=list)
 
 
 def fold_bn(bn: _BatchNorm, acc_unit: torch.Tensor,
@@ -79,7 +102,8 @@ def _check_quantized(name: str, conv: QConv, has_input: bool) -> None:
 
 def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tensor]],
                  norms: Optional[Sequence[Optional[_BatchNorm]]] = None, relu: bool = False,
-                 out_scale: Optional[Sequence[float]] = None) -> IntConv:
+                 out_scale: Optional[Sequence[float]] = None,
+                 links: Optional[EngineLinks] = None) -> IntConv:
     """Integer form of a QConv, the BN after it (per level) and an optional ReLU.
 
     Args:
@@ -92,6 +116,7 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
         relu (bool): A ReLU follows.
         out_scale (list[float], optional): Per level, a real factor applied to the
             output (FCOS's per-level Scale); folded into the output unit.
+        links (EngineLinks, optional): Collects the layer's units and requantizations.
 
     Returns:
         IntConv: The integer layer.
@@ -136,12 +161,17 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
                                       f'too large for the engine (shift < {FLOAT_MIN_SHIFT})')
             in_m0.append(m0)
             in_shift.append(shift)
+            if links is not None:
+                links.requants.append((quantizer, in_units[level].double().reshape(-1), m0,
+                                       shift))
             acc_unit = s_x * s_w
         else:
             acc_unit = s_w
         if norms[level] is not None:
             bias, sign, unit, constant = fold_bn(norms[level], acc_unit, conv.bias)
             constants.append(constant)
+            if links is not None:
+                links.bn_units.append((norms[level], level, acc_unit))
         else:
             bias = None if conv.bias is None else torch.round(
                 conv.bias.detach().double() / acc_unit.expand(conv.out_channels)).to(torch.int64)
@@ -193,11 +223,8 @@ def _zero_constant_channels(name: str, weight: torch.Tensor,
 
 
 def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.Tensor,
-                relu: bool) -> IntAdd:
+                relu: bool, links: Optional[EngineLinks] = None) -> IntAdd:
     """Integer form of a QAdd whose operands have the given units.
-
-    The QAdd gets the units too (:meth:`QAdd.set_units`), so that its alignment,
-    and its simulation in the fake-quant model, are the engine's.
 
     Args:
         name (str): Module name of the QAdd.
@@ -205,6 +232,7 @@ def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.
         unit_x (Tensor): ``(C,)`` unit of the first operand.
         unit_y (Tensor): ``(C,)`` unit of the second operand.
         relu (bool): A ReLU follows the add.
+        links (EngineLinks, optional): Collects the operands' units for the QAdd.
 
     Returns:
         IntAdd: The integer add.
@@ -212,11 +240,14 @@ def convert_add(name: str, qadd: nn.Module, unit_x: torch.Tensor, unit_y: torch.
     if not isinstance(qadd, QAdd):
         raise ConversionError(f'{name}: {type(qadd).__name__} is not a QAdd')
     channels = max(unit_x.numel(), unit_y.numel())
-    qadd.set_units(unit_x.double().expand(channels), unit_y.double().expand(channels))
-    align = qadd.alignment()
+    unit_x = unit_x.double().reshape(-1).expand(channels).clone()
+    unit_y = unit_y.double().reshape(-1).expand(channels).clone()
+    if links is not None:
+        links.add_units.append((qadd, unit_x, unit_y))
+    align = add_alignment(unit_x, unit_y, qadd.frac_bits)
     return IntAdd(name, align.mantissa_x, align.mantissa_y, align.frac_bits, relu,
                   align.output_unit.double())
 
 
-__all__: List[str] = ['ConversionError', 'fold_bn', 'convert_conv', 'convert_add',
+__all__: List[str] = ['ConversionError', 'EngineLinks', 'fold_bn', 'convert_conv', 'convert_add',
                       'IMAGE_BITS']

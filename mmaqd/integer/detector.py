@@ -14,7 +14,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmaqd.quant import LevelNorm, MultiLevelBN, SharedLevelBN
 
 from . import ops
-from .convert import ConversionError, convert_add, convert_conv
+from .convert import ConversionError, EngineLinks, convert_add, convert_conv
 from .layers import IntConv, IntMaxPool, IntReLU, IntUpsample
 
 Units = List[torch.Tensor]
@@ -49,7 +49,7 @@ def level_norms(norm: Optional[nn.Module], num_levels: int, name: str) -> list:
 
 
 def convert_conv_module(name: str, module: nn.Module, in_units: Optional[Units],
-                        num_levels: int = 1) -> IntConv:
+                        num_levels: int = 1, links: Optional[EngineLinks] = None) -> IntConv:
     """Integer form of an mmcv ConvModule / LevelConvModule (conv -> norm -> ReLU)."""
     if tuple(getattr(module, 'order', ('conv', 'norm', 'act'))) != ('conv', 'norm', 'act'):
         raise ConversionError(f'{name}: only conv -> norm -> act blocks are supported')
@@ -57,13 +57,15 @@ def convert_conv_module(name: str, module: nn.Module, in_units: Optional[Units],
     if module.with_activation:
         _check_relu(module.activate, f'{name}.activate')
     return convert_conv(f'{name}.conv', module.conv, in_units,
-                        level_norms(norm, num_levels, f'{name}.norm'), module.with_activation)
+                        level_norms(norm, num_levels, f'{name}.norm'), module.with_activation,
+                        links=links)
 
 
 class IntegerBlock(nn.Module):
     """Integer residual block (BasicBlock or Bottleneck of QResNet)."""
 
-    def __init__(self, name: str, block: nn.Module, in_unit: torch.Tensor) -> None:
+    def __init__(self, name: str, block: nn.Module, in_unit: torch.Tensor,
+                 links: Optional[EngineLinks] = None) -> None:
         super().__init__()
         self.convs = nn.ModuleList()
         unit = [in_unit]
@@ -71,17 +73,19 @@ class IntegerBlock(nn.Module):
         for i, conv_name in enumerate(names):
             last = i == len(names) - 1
             layer = convert_conv(f'{name}.{conv_name}', getattr(block, conv_name), unit,
-                                 [getattr(block, f'norm{i + 1}')], relu=not last)
+                                 [getattr(block, f'norm{i + 1}')], relu=not last, links=links)
             self.convs.append(layer)
             unit = [layer.out_unit[0]]
         if block.downsample is not None:
             conv, norm = block.downsample[0], block.downsample[1]
-            self.downsample = convert_conv(f'{name}.downsample.0', conv, [in_unit], [norm])
+            self.downsample = convert_conv(f'{name}.downsample.0', conv, [in_unit], [norm],
+                                           links=links)
             shortcut_unit = self.downsample.out_unit[0]
         else:
             self.downsample = None
             shortcut_unit = in_unit
-        self.add = convert_add(f'{name}.add', block.add, unit[0], shortcut_unit, relu=True)
+        self.add = convert_add(f'{name}.add', block.add, unit[0], shortcut_unit, relu=True,
+                               links=links)
         self.out_unit = self.add.out_unit
 
     def forward(self, x: torch.Tensor, arith: str) -> torch.Tensor:
@@ -95,11 +99,12 @@ class IntegerBlock(nn.Module):
 class IntegerResNet(nn.Module):
     """Integer form of :class:`~mmaqd.models.QResNet`."""
 
-    def __init__(self, backbone: nn.Module, name: str = 'backbone') -> None:
+    def __init__(self, backbone: nn.Module, name: str = 'backbone',
+                 links: Optional[EngineLinks] = None) -> None:
         super().__init__()
         _check_relu(backbone.relu, f'{name}.relu')
         self.stem = convert_conv(f'{name}.conv1', backbone.conv1, None, [backbone.norm1],
-                                 relu=True)
+                                 relu=True, links=links)
         pool = backbone.maxpool
         self.pool = IntMaxPool(pool.kernel_size, pool.stride, pool.padding)
         unit = self.stem.out_unit[0]
@@ -107,7 +112,7 @@ class IntegerResNet(nn.Module):
         for layer_name in backbone.res_layers:
             blocks = nn.ModuleList()
             for i, block in enumerate(getattr(backbone, layer_name)):
-                blocks.append(IntegerBlock(f'{name}.{layer_name}.{i}', block, unit))
+                blocks.append(IntegerBlock(f'{name}.{layer_name}.{i}', block, unit, links))
                 unit = blocks[-1].out_unit
             self.stages.append(blocks)
         self.out_indices = tuple(backbone.out_indices)
@@ -127,7 +132,8 @@ class IntegerResNet(nn.Module):
 class IntegerFPN(nn.Module):
     """Integer form of :class:`~mmaqd.models.QFPN`."""
 
-    def __init__(self, neck: nn.Module, in_units: Units, name: str = 'neck') -> None:
+    def __init__(self, neck: nn.Module, in_units: Units, name: str = 'neck',
+                 links: Optional[EngineLinks] = None) -> None:
         super().__init__()
         self.start_level = neck.start_level
         self.backbone_end_level = neck.backbone_end_level
@@ -135,20 +141,21 @@ class IntegerFPN(nn.Module):
         self.add_extra_convs = neck.add_extra_convs
         self.relu_before_extra_convs = neck.relu_before_extra_convs
         self.laterals = nn.ModuleList(
-            convert_conv_module(f'{name}.lateral_convs.{i}', m, [in_units[i + self.start_level]])
+            convert_conv_module(f'{name}.lateral_convs.{i}', m, [in_units[i + self.start_level]],
+                                links=links)
             for i, m in enumerate(neck.lateral_convs))
         lateral_units = [m.out_unit[0] for m in self.laterals]
         self.adds = nn.ModuleList([None] * len(neck.top_down_adds))
         for i in range(len(lateral_units) - 1, 0, -1):
             self.adds[i - 1] = convert_add(f'{name}.top_down_adds.{i - 1}',
                                            neck.top_down_adds[i - 1], lateral_units[i - 1],
-                                           lateral_units[i], relu=False)
+                                           lateral_units[i], relu=False, links=links)
             lateral_units[i - 1] = self.adds[i - 1].out_unit
         self.outputs = nn.ModuleList()
         units = []
         for i in range(len(lateral_units)):
             self.outputs.append(convert_conv_module(f'{name}.fpn_convs.{i}', neck.fpn_convs[i],
-                                                    [lateral_units[i]]))
+                                                    [lateral_units[i]], links=links))
             units.append(self.outputs[-1].out_unit[0])
         used = len(lateral_units)
         if self.num_outs > used and self.add_extra_convs:
@@ -157,7 +164,7 @@ class IntegerFPN(nn.Module):
                       'on_output': units[-1]}[self.add_extra_convs]
             for i in range(used, self.num_outs):
                 self.outputs.append(convert_conv_module(f'{name}.fpn_convs.{i}',
-                                                        neck.fpn_convs[i], [source]))
+                                                        neck.fpn_convs[i], [source], links=links))
                 source = self.outputs[-1].out_unit[0]
                 units.append(source)
         elif self.num_outs > used:
@@ -198,33 +205,36 @@ class IntegerDenseHead(nn.Module):
     for FCOS, centerness accumulators.
     """
 
-    def __init__(self, head: nn.Module, in_units: Units, name: str = 'bbox_head') -> None:
+    def __init__(self, head: nn.Module, in_units: Units, name: str = 'bbox_head',
+                 links: Optional[EngineLinks] = None) -> None:
         super().__init__()
         self.num_levels = len(in_units)
         #: The head's output kinds (:data:`HEAD_OUTPUTS`).
         self.kinds = head_outputs(head)
         self.is_fcos = 'centerness' in self.kinds
-        self.cls_tower = self._tower(head.cls_convs, in_units, f'{name}.cls_convs')
-        self.reg_tower = self._tower(head.reg_convs, in_units, f'{name}.reg_convs')
+        self.cls_tower = self._tower(head.cls_convs, in_units, f'{name}.cls_convs', links)
+        self.reg_tower = self._tower(head.reg_convs, in_units, f'{name}.reg_convs', links)
         cls_units = self.cls_tower[-1].unit_list() if len(self.cls_tower) else in_units
         reg_units = self.reg_tower[-1].unit_list() if len(self.reg_tower) else in_units
         if self.is_fcos:
             scales = [float(s.scale.detach()) for s in head.scales]
-            self.cls = convert_conv(f'{name}.conv_cls', head.conv_cls, cls_units)
+            self.cls = convert_conv(f'{name}.conv_cls', head.conv_cls, cls_units, links=links)
             self.reg = convert_conv(f'{name}.conv_reg', head.conv_reg, reg_units,
-                                    out_scale=scales)
+                                    out_scale=scales, links=links)
             self.centerness_on_reg = head.centerness_on_reg
             self.centerness = convert_conv(f'{name}.conv_centerness', head.conv_centerness,
-                                           reg_units if self.centerness_on_reg else cls_units)
+                                           reg_units if self.centerness_on_reg else cls_units,
+                                           links=links)
         else:
-            self.cls = convert_conv(f'{name}.retina_cls', head.retina_cls, cls_units)
-            self.reg = convert_conv(f'{name}.retina_reg', head.retina_reg, reg_units)
+            self.cls = convert_conv(f'{name}.retina_cls', head.retina_cls, cls_units, links=links)
+            self.reg = convert_conv(f'{name}.retina_reg', head.retina_reg, reg_units, links=links)
 
-    def _tower(self, convs: nn.ModuleList, in_units: Units, name: str) -> nn.ModuleList:
+    def _tower(self, convs: nn.ModuleList, in_units: Units, name: str,
+               links: Optional[EngineLinks]) -> nn.ModuleList:
         tower = nn.ModuleList()
         units = in_units
         for i, block in enumerate(convs):
-            layer = convert_conv_module(f'{name}.{i}', block, units, self.num_levels)
+            layer = convert_conv_module(f'{name}.{i}', block, units, self.num_levels, links)
             tower.append(layer)
             units = layer.unit_list()
         return tower
@@ -258,15 +268,17 @@ class IntegerDetector(nn.Module):
 
     Args:
         model (nn.Module): A trained AQDRetinaNet or AQDFCOS (fake-quant), in eval mode.
+        links (EngineLinks, optional): Collects the units and requantizations that
+            integer-aware QAT gives the fake-quant layers.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, links: Optional[EngineLinks] = None) -> None:
         super().__init__()
         check_integer_preprocessor(model)
         with torch.no_grad():
-            self.backbone = IntegerResNet(model.backbone)
-            self.neck = IntegerFPN(model.neck, self.backbone.out_units)
-            self.head = IntegerDenseHead(model.bbox_head, self.neck.out_units)
+            self.backbone = IntegerResNet(model.backbone, links=links)
+            self.neck = IntegerFPN(model.neck, self.backbone.out_units, links=links)
+            self.head = IntegerDenseHead(model.bbox_head, self.neck.out_units, links=links)
 
     def forward(self, image: torch.Tensor, arith: str = 'int') -> Tuple[List[torch.Tensor], ...]:
         """Run the engine.
@@ -344,11 +356,12 @@ def check_integer_preprocessor(model: nn.Module) -> None:
                               f'inference needs an integer mean and std 1')
 
 
-def convert_detector(model: nn.Module) -> IntegerDetector:
-    """Convert a trained AQD detector to its integer engine.
+def convert_detector(model: nn.Module, links: Optional[EngineLinks] = None) -> IntegerDetector:
+    """Convert a trained AQD detector to its integer engine (the model is not changed).
 
     Args:
         model (nn.Module): AQDRetinaNet / AQDFCOS with QResNet, QFPN and an AQD head.
+        links (EngineLinks, optional): Collects what integer-aware QAT needs.
 
     Returns:
         IntegerDetector: The engine (eval mode).
@@ -365,7 +378,7 @@ def convert_detector(model: nn.Module) -> IntegerDetector:
                               f'conversion supports AQDRetinaHead and AQDFCOSHead')
     if model.training:
         raise ConversionError('convert a model in eval mode (BN uses running statistics)')
-    return IntegerDetector(model).eval()
+    return IntegerDetector(model, links).eval()
 
 
 __all__: List[str] = ['IntegerDetector', 'convert_detector', 'check_integer_preprocessor',

@@ -7,7 +7,8 @@ from .level_bn_variants import SharedLevelBN, SyncMultiLevelBN
 from .lsq_quantizer import LSQQuantizer
 from .minmax_quantizer import MinMaxQuantizer
 from .multi_level_bn import LevelNorm, MultiLevelBN
-from .qadd import AddAlignment, QAdd
+from .integer_aware import EngineRequant, set_integer_aware
+from .qadd import AddAlignment, QAdd, add_alignment
 from .qbn import QBN, FoldedBN
 from .qconv import QConv
 from .quantizer_base import Quantizer
@@ -18,6 +19,7 @@ __all__ = [
     'FULL_PRECISION_BITS', 'VALID_BITS', 'check_bits', 'integer_range', 'is_full_precision',
     'Quantizer', 'LSQQuantizer', 'ClipQuantizer', 'MinMaxQuantizer', 'QUANTIZER_TYPES',
     'get_quantizer_type', 'fake_quantize', 'QConv', 'QBN', 'FoldedBN', 'QAdd', 'AddAlignment',
+    'add_alignment',
     'fixed_point_multiplier', 'apply_fixed_point', 'LevelNorm', 'MultiLevelBN', 'SharedLevelBN',
-    'SyncMultiLevelBN', 'SyncQBN', 'global_batch_moments'
+    'SyncMultiLevelBN', 'SyncQBN', 'global_batch_moments', 'EngineRequant', 'set_integer_aware'
 ]

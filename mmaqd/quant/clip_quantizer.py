@@ -100,8 +100,8 @@ class ClipQuantizer(Quantizer):
         a = clamp_min_ste(self.clip_value, self.min_clip)
         if self.signed:
             shift = self._channel_view(a, x.dim())
-            return fake_quantize(x + shift, 2 * a / n, 0, n) - shift
-        return fake_quantize(x, a / n, 0, n)
+            return fake_quantize(x + shift, 2 * a / n, 0, n, half_up=self.round_half_up) - shift
+        return fake_quantize(x, a / n, 0, n, half_up=self.round_half_up)
 
     def get_scale(self) -> torch.Tensor:
         """The value of one code, ``a / n``.

@@ -16,13 +16,14 @@ class _FakeQuantize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, qn: int, qp: int, grad_scale: float,
-                min_scale: float) -> torch.Tensor:
+                min_scale: float, half_up: bool) -> torch.Tensor:
         # The clamp is straight-through: backward returns the gradient to ``scale``.
         s = scale.detach().clamp_min(min_scale)
         s_b = s if s.numel() == 1 else s.view(-1, *([1] * (x.dim() - 1)))
         # One temporary, updated in place; backward recomputes x / s rather than
         # keeping an activation-sized tensor alive until then.
-        out = (x / s_b).clamp_(qn, qp).round_().mul_(s_b)
+        out = (x / s_b).clamp_(qn, qp)
+        out = (out.add_(0.5).floor_() if half_up else out.round_()).mul_(s_b)
         ctx.save_for_backward(x, s, out)
         ctx.qn, ctx.qp, ctx.grad_scale = qn, qp, grad_scale
         return out
@@ -42,7 +43,7 @@ class _FakeQuantize(torch.autograd.Function):
                 dims = tuple(range(1, x_s.dim()))
                 grad_s = (grad_out * out).sum(dims) / s - (grad_x_s * x_s).sum(dims)
             grad_s = grad_s * ctx.grad_scale
-        return grad_x_s, grad_s, None, None, None, None
+        return grad_x_s, grad_s, None, None, None, None, None
 
 
 def fake_quantize(x: torch.Tensor,
@@ -50,7 +51,8 @@ def fake_quantize(x: torch.Tensor,
                   qn: int,
                   qp: int,
                   grad_scale: float = 1.0,
-                  min_scale: float = 0.0) -> torch.Tensor:
+                  min_scale: float = 0.0,
+                  half_up: bool = False) -> torch.Tensor:
     """``clamp(round(x / s), Qn, Qp) * s`` with LSQ gradients (Esser et al., 2020).
 
     Gradients, as in the LSQ paper: ``x`` gets the incoming gradient where
@@ -58,7 +60,8 @@ def fake_quantize(x: torch.Tensor,
     ``grad_scale`` times the sum of the incoming gradient times
     ``round(x / s) - x / s`` strictly inside the range and ``Qn`` / ``Qp`` at or
     beyond its ends. The forward pass uses ``max(s, min_scale)``; the backward pass
-    hands the gradient to ``s`` as if unclamped. Rounding is half to even.
+    hands the gradient to ``s`` as if unclamped. Rounding is half to even, or half
+    up (``floor(v + 1/2)``, the integer engine's requantization) with ``half_up``.
 
     Args:
         x (Tensor): Input; with a per-channel scale, dim 0 is the channel dim.
@@ -67,8 +70,9 @@ def fake_quantize(x: torch.Tensor,
         qp (int): Largest integer code.
         grad_scale (float): Factor applied to the gradient of ``scale``. Defaults to 1.
         min_scale (float): Smallest scale used in the forward pass. Defaults to 0.
+        half_up (bool): Round ties up instead of to even. Defaults to False.
 
     Returns:
         Tensor: The fake-quantized ``x``.
     """
-    return _FakeQuantize.apply(x, scale, qn, qp, grad_scale, min_scale)
+    return _FakeQuantize.apply(x, scale, qn, qp, grad_scale, min_scale, half_up)

@@ -2,9 +2,9 @@
 from typing import Optional
 
 import torch
-from torch import nn
 
 from .multi_level_bn import LevelNorm, MultiLevelBN
+from .qbn import QBN
 from .sync_bn import SyncQBN
 
 
@@ -51,7 +51,7 @@ class SharedLevelBN(LevelNorm):
                  affine: bool = True,
                  track_running_stats: bool = True) -> None:
         super().__init__(num_features, num_levels)
-        self.bn = nn.BatchNorm2d(num_features, eps, momentum, affine, track_running_stats)
+        self.bn = QBN(num_features, eps, momentum, affine, track_running_stats)
 
     def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
         """Normalise ``x`` with the shared BN.

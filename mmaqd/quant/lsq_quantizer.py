@@ -134,7 +134,8 @@ class LSQQuantizer(Quantizer):
         if not self.initialized:
             self.init_step(x)
         qn, qp = self.code_range
-        return fake_quantize(x, self.step, qn, qp, self._gradient_scale(x), self.min_step)
+        return fake_quantize(x, self.step, qn, qp, self._gradient_scale(x), self.min_step,
+                             self.round_half_up)
 
     def get_scale(self) -> torch.Tensor:
         """The step in use (``max(step, min_step)``).

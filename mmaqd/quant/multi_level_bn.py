@@ -4,6 +4,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .qbn import QBN
+
 
 class LevelNorm(nn.Module):
     """Base of norms called as ``forward(x, level)`` with an explicit pyramid level.
@@ -56,7 +58,7 @@ class MultiLevelBN(LevelNorm):
     """
 
     #: The BN class of each level (its arguments are those of BatchNorm2d).
-    level_bn_class = nn.BatchNorm2d
+    level_bn_class = QBN
 
     def __init__(self,
                  num_features: int,

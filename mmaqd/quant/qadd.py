@@ -29,6 +29,23 @@ class AddAlignment(NamedTuple):
     frac_bits: int
 
 
+def add_alignment(unit_x: torch.Tensor, unit_y: torch.Tensor,
+                  frac_bits: int = DEFAULT_FRAC_BITS) -> AddAlignment:
+    """How the integer engine adds operands in ``unit_x`` and ``unit_y``.
+
+    Args:
+        unit_x (Tensor): float64 unit of the first operand, (1,) or (C,).
+        unit_y (Tensor): float64 unit of the second operand, likewise.
+        frac_bits (int): Fraction bits of the mantissas. Defaults to 15.
+
+    Returns:
+        AddAlignment: The output unit ``min(unit_x, unit_y)`` and both mantissas.
+    """
+    output_unit = torch.minimum(unit_x, unit_y)
+    return AddAlignment(output_unit, fixed_point_multiplier(unit_x / output_unit, frac_bits),
+                        fixed_point_multiplier(unit_y / output_unit, frac_bits), frac_bits)
+
+
 class QAdd(nn.Module):
     """Element-wise ``x + y`` for residual and FPN top-down additions.
 
@@ -83,11 +100,7 @@ class QAdd(nn.Module):
         """
         if self.unit_x is None:
             return None
-        output_unit = torch.minimum(self.unit_x, self.unit_y)
-        return AddAlignment(output_unit,
-                            fixed_point_multiplier(self.unit_x / output_unit, self.frac_bits),
-                            fixed_point_multiplier(self.unit_y / output_unit, self.frac_bits),
-                            self.frac_bits)
+        return add_alignment(self.unit_x, self.unit_y, self.frac_bits)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Add ``x`` and ``y``.

@@ -153,8 +153,15 @@ class QBN(nn.BatchNorm2d):
             return ((x - mean.view(1, -1, 1, 1)) * multiplier.view(1, -1, 1, 1) +
                     beta.view(1, -1, 1, 1))
         unit = self.input_unit.to(x)
-        bias = unit * round_ste((beta / multiplier - mean) / unit)
-        return multiplier.view(1, -1, 1, 1) * (x + bias.view(1, -1, 1, 1))
+        # gamma = 0: the channel is the constant beta, on the grid (as the engine has it)
+        constant = multiplier == 0
+        safe = torch.where(constant, torch.ones_like(multiplier), multiplier)
+        bias = unit * round_ste(torch.where(constant, beta, beta / safe - mean) / unit)
+        out = safe.view(1, -1, 1, 1) * (x + bias.view(1, -1, 1, 1))
+        if bool(constant.any()):
+            out = torch.where(constant.view(1, -1, 1, 1), bias.view(1, -1, 1, 1).expand_as(out),
+                              out)
+        return out
 
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:

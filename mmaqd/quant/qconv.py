@@ -7,6 +7,7 @@ from torch import nn
 from .bits import check_bits
 from .quantizer_base import Quantizer
 from .quantizer_types import get_quantizer_type
+from .ste import round_ste
 
 _INPUT_QUANT_MODES = ('unsigned', 'signed', None)
 
@@ -76,6 +77,10 @@ class QConv(nn.Conv2d):
         self._build_quantizers(quantizer, w_bits, a_bits)
         #: Bits of the last state loaded into this layer, ``(w_bits, a_bits)``, or None.
         self.loaded_bits = None
+        #: Compute as the integer engine does (see :mod:`~mmaqd.quant.integer_aware`):
+        #: the bias on the accumulator grid and, in eval mode, an exact convolution of
+        #: the integer codes.
+        self.integer_aware = False
 
     def _build_quantizers(self, quantizer: str, w_bits: int, a_bits: int) -> None:
         owner = type(self).__name__
@@ -202,7 +207,35 @@ class QConv(nn.Conv2d):
         if len(self.input_quantizers):
             self._check_level(level)
             x = self.input_quantizers[level](x)
-        return self._conv_forward(x, self.weight_quantizer(self.weight), self.bias)
+        integer = self.integer_aware and self.weight_quantizer.enabled and (
+            self.input_quantizer is None or self.input_quantizer.enabled)
+        if not integer:
+            return self._conv_forward(x, self.weight_quantizer(self.weight), self.bias)
+        unit = self.accumulator_unit(level).to(x)
+        bias = None if self.bias is None else unit * round_ste(self.bias / unit)
+        if self.training:
+            return self._conv_forward(x, self.weight_quantizer(self.weight), bias)
+        return self._integer_conv(x, level, unit, bias)
+
+    @torch.no_grad()
+    def _integer_conv(self, x: torch.Tensor, level: int, unit: torch.Tensor,
+                      bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """Eval-mode integer-aware forward: ``S * conv(codes_x, codes_w) + bias``.
+
+        The codes are convolved in float64, where every sum is exact, so the result
+        is the engine's accumulator times its unit.
+        """
+        codes_w = self.weight_quantizer.integer_codes(self.weight).double()
+        if self.input_quantizer is None:  # the integer image
+            codes_x = x.double()
+        else:
+            s_x = self.input_quantizers[level].get_scale().double()
+            codes_x = torch.round(x.double() / s_x)
+        acc = self._conv_forward(codes_x, codes_w, None)
+        out = acc * unit.double().view(1, -1, 1, 1)
+        if bias is not None:
+            out = out + bias.double().view(1, -1, 1, 1)
+        return out.to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f'{super().extra_repr()}, w_bits={self.w_bits}, a_bits={self.a_bits}, '

@@ -52,6 +52,12 @@ class Quantizer(nn.Module):
         self.signed = bool(signed)
         self.per_channel = bool(per_channel)
         self.num_scales = num_channels if per_channel else 1
+        #: Round ties up (``floor(v + 1/2)``), as the integer engine's requantization
+        #: does, instead of to even (integer-aware QAT; see :mod:`.integer_aware`).
+        self.round_half_up = False
+        #: In eval mode, compute the codes as the integer engine does from the
+        #: producer's integers (:class:`~mmaqd.quant.integer_aware.EngineRequant`).
+        self.engine_requant = None
 
     @classmethod
     def for_weights(cls, bits: int, out_channels: int, per_channel: bool,
@@ -150,6 +156,9 @@ class Quantizer(nn.Module):
         """
         if not self.enabled:
             return x
+        if self.engine_requant is not None and not self.training:
+            return self.engine_requant(x, self.code_range, self._channel_view(
+                self.get_scale(), x.dim()))
         return self._fake_quantize(x)
 
     def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,8 @@
 import pytest
 import torch
 
-from mmaqd.integer import ConversionError, IntAdd, IntConv, convert_detector, ops
+from mmaqd.integer import ConversionError, EngineLinks, IntAdd, IntConv, convert_detector, ops
 from mmaqd.integer.compare import code_agreement, exact_agreement
-from mmaqd.quant import QAdd
 
 from .tiny_detectors import tiny_config, tiny_detector, tiny_images
 
@@ -146,10 +145,11 @@ def test_engine_computes_what_the_fake_quant_model_means(detector, bits):
     """
     model = tiny_detector(detector, bits)
     randomise_and_pre_round(model)
-    engine = convert_detector(model)
-    for module in model.modules():
-        if isinstance(module, QAdd):
-            module.simulate_alignment = True  # units were set by the conversion
+    links = EngineLinks()
+    engine = convert_detector(model, links)
+    for qadd, unit_x, unit_y in links.add_units:  # the engine's units, from the conversion
+        qadd.set_units(unit_x, unit_y)
+        qadd.simulate_alignment = True
     x = tiny_images(2, seed=3).double()
     with torch.no_grad():
         fake_quant = model.bbox_head.raw_forward(model.neck(model.backbone(x)))

@@ -18,9 +18,10 @@ CALIBRATION_IMAGES = 16
 class IntegerInferenceHook(Hook):
     """Before testing, convert the detector to its integer engine and predict with it.
 
-    The detector's feature extraction and head forward are replaced by the engine
-    (integer image -> integer head outputs, times their units); mmdet's own
-    post-processing (sigmoid, box decoding, NMS) and evaluator are unchanged.
+    The detector predicts through the engine (integer image -> integer head
+    outputs, times their units; see ``set_integer_backend`` of the AQD detectors);
+    mmdet's own post-processing (sigmoid, box decoding, NMS) and evaluator are
+    unchanged.
 
     Args:
         arith (str): ``'int'`` for the integer engine, ``'float'`` for its float64
@@ -50,12 +51,7 @@ class IntegerInferenceHook(Hook):
                                f'e.g. with CUDA_VISIBLE_DEVICES= .')
         model.eval()
         engine = convert_detector(model)
-        head = model.bbox_head
         arith = self.arith
-
-        def extract_feat(batch_inputs):
-            return (batch_inputs, )
-
         if arith.startswith('onnx'):
             kinds = len(engine.head.output_units())
             if arith == 'onnx':
@@ -71,17 +67,13 @@ class IntegerInferenceHook(Hook):
                                           f'the 8-bit containers: {report["clamped_weights"]}')
             else:
                 onnx_model, _ = export_onnx(engine, None, torch.zeros(1, 3, 128, 128))
-            runner_onnx = OnnxDetector(onnx_model, kinds)
-
-            def head_forward(feats):
-                return head.finish_raw(runner_onnx(feats[0]))
+            backend = OnnxDetector(onnx_model, kinds)
         else:
 
-            def head_forward(feats):
-                return head.finish_raw(engine.real_outputs(engine(feats[0], arith)))
+            def backend(batch_inputs):
+                return engine.real_outputs(engine(batch_inputs, arith))
 
-        model.extract_feat = extract_feat
-        head.forward = head_forward
+        model.set_integer_backend(backend)
         self.engine = engine
         layers = sum(1 for _ in engine.modules())
         runner.logger.info(f'IntegerInferenceHook: testing the integer engine '

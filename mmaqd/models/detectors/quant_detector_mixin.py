@@ -1,6 +1,6 @@
 """What a quantized detector adds to an mmdet detector: bits by name, checkpoint checks."""
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.logging import MMLogger
@@ -133,6 +133,7 @@ class QuantDetectorMixin:
 
     def _init_quantization(self, quant_cfg: Optional[dict]) -> List[dict]:
         self.quant_cfg = quant_cfg
+        self.integer_backend = None
         rows = apply_quant_cfg(self, quant_cfg)
         if rows:
             MMLogger.get_current_instance().info(
@@ -140,6 +141,38 @@ class QuantDetectorMixin:
         self.register_load_state_dict_pre_hook(_check_checkpoint_fits)
         self.register_load_state_dict_post_hook(_check_loaded_keys)
         return rows
+
+    def set_integer_backend(self, backend: Optional[Callable[[torch.Tensor], tuple]]) -> None:
+        """Predict with an integer backend instead of the fake-quant layers (None: undo).
+
+        Args:
+            backend (callable, optional): Maps the preprocessed batch ``(N, 3, H, W)``
+                to the head's raw outputs in real units (what the head's
+                ``raw_forward`` gives), e.g. the integer engine's outputs times their
+                units. The head's ``finish_raw``, ``predict_by_feat`` (decoding, NMS)
+                and mmdet's evaluator are unchanged. A plain callable: it is not a
+                submodule and never enters the state dict.
+        """
+        if backend is not None and not callable(backend):
+            raise TypeError(f'{type(self).__name__}: the integer backend must be callable, '
+                            f'got {type(backend).__name__}')
+        self.integer_backend = backend
+
+    def predict(self, batch_inputs: torch.Tensor, batch_data_samples: list,
+                rescale: bool = True) -> list:
+        """mmdet's ``predict``, through the integer backend when one is set."""
+        if self.integer_backend is None:
+            return super().predict(batch_inputs, batch_data_samples, rescale=rescale)
+        outs = self._forward(batch_inputs)
+        metas = [sample.metainfo for sample in batch_data_samples]
+        results = self.bbox_head.predict_by_feat(*outs, batch_img_metas=metas, rescale=rescale)
+        return self.add_pred_to_datasample(batch_data_samples, results)
+
+    def _forward(self, batch_inputs: torch.Tensor, batch_data_samples=None) -> tuple:
+        """mmdet's tensor-mode forward, through the integer backend when one is set."""
+        if self.integer_backend is None:
+            return super()._forward(batch_inputs, batch_data_samples)
+        return self.bbox_head.finish_raw(self.integer_backend(batch_inputs))
 
     def extract_feat(self, batch_inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """The neck's features, after checking them against the head's strides.

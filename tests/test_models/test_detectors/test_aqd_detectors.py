@@ -143,3 +143,36 @@ def test_head_strides_that_are_not_the_feature_maps_are_refused(detector, key):
     # the configs' own strides pass, on an input no stride divides
     right = tiny_detector(detector, 4)
     assert len(right.extract_feat(torch.zeros(1, 3, 100, 75))) == 5
+
+
+def test_an_integer_backend_replaces_the_fake_quant_forward_and_is_no_submodule():
+    from mmdet.structures import DetDataSample
+    from tests.test_integer.tiny_detectors import tiny_images
+
+    model = tiny_detector('retinanet', 4)
+    x = tiny_images(1)
+    with torch.no_grad():
+        reference = model._forward(x)
+    keys = set(model.state_dict())
+    seen = []
+
+    def backend(inputs):
+        seen.append(tuple(inputs.shape))
+        return tuple([2 * t for t in kind] for kind in reference)
+
+    model.set_integer_backend(backend)
+    assert set(model.state_dict()) == keys
+    doubled = model._forward(x)
+    assert all(torch.equal(d, 2 * r) for dk, rk in zip(doubled, reference) for d, r in zip(dk, rk))
+    sample = DetDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64),
+                                         scale_factor=(1.0, 1.0)))
+    with torch.no_grad():
+        predicted = model.predict(x, [sample])
+    assert seen == [(1, 3, 64, 64)] * 2 and len(predicted) == 1
+    assert hasattr(predicted[0], 'pred_instances')
+    model.set_integer_backend(None)
+    with torch.no_grad():
+        again = model._forward(x)
+    assert all(torch.equal(a, r) for ak, rk in zip(again, reference) for a, r in zip(ak, rk))
+    with pytest.raises(TypeError, match='must be callable, got int'):
+        model.set_integer_backend(3)

@@ -1,0 +1,54 @@
+"""IntegerAwareQATHook: switches the layers, keeps the engine's units up to date."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+
+from mmaqd.engine.hooks import IntegerAwareQATHook
+from mmaqd.integer import convert_detector
+from mmaqd.integer.compare import code_agreement
+from tests.test_integer.tiny_detectors import tiny_detector, tiny_images
+
+
+def fake_runner(model, iteration=0):
+    return SimpleNamespace(model=model, iter=iteration,
+                           logger=MMLogger.get_instance('test_integer_aware_qat_hook'))
+
+
+def test_units_follow_the_scales_every_interval():
+    model = tiny_detector('retinanet', 4).train()
+    hook = IntegerAwareQATHook(interval=2)
+    runner = fake_runner(model)
+    hook.before_train(runner)
+    assert model.backbone.layer1[0].add.simulate_alignment
+    hook.before_train_iter(runner, 0)
+    unit = model.backbone.norm1.input_unit.clone()
+    assert torch.allclose(unit, model.backbone.conv1.accumulator_unit())
+    assert hook.last_counts['add'] == 10
+    with torch.no_grad():
+        model.backbone.conv1.weight_quantizer.step.mul_(2)
+    runner.iter = 1  # not an update iteration
+    hook.before_train_iter(runner, 1)
+    assert torch.equal(model.backbone.norm1.input_unit, unit)
+    runner.iter = 2
+    hook.before_train_iter(runner, 2)
+    assert torch.allclose(model.backbone.norm1.input_unit, 2 * unit)
+    assert model.training  # the conversion's eval mode was undone
+
+
+def test_before_test_the_model_predicts_the_engine_integers():
+    model = tiny_detector('fcos', 2)
+    hook = IntegerAwareQATHook()
+    hook.before_test_epoch(fake_runner(model))
+    engine = convert_detector(model)
+    x = tiny_images(1, seed=5)
+    with torch.no_grad():
+        fake_quant = model.bbox_head.raw_forward(model.neck(model.backbone(x)))
+    stats = code_agreement(engine(x), fake_quant, engine.head.output_units())
+    assert stats['equal_fraction'] == 1.0
+
+
+def test_a_bad_interval_is_refused():
+    with pytest.raises(ValueError, match='interval must be a positive int, got 0'):
+        IntegerAwareQATHook(interval=0)

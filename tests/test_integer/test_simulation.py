@@ -1,0 +1,86 @@
+"""Integer-aware fake quantization of whole detectors equals the integer engine."""
+import pytest
+import torch
+
+from mmaqd.integer import apply_engine_links, convert_detector, engine_links, sync_engine_units
+from mmaqd.integer.compare import code_agreement
+from mmaqd.quant import QAdd, set_integer_aware
+
+from .test_detector import conv_bn_pairs
+from .tiny_detectors import tiny_config, tiny_detector, tiny_images
+
+
+def random_bns(model, seed=0):
+    """Random BN gammas (30% negative) and betas, so that folding and signs matter."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, bn, _ in conv_bn_pairs(model):
+            c = bn.num_features
+            sign = torch.where(torch.rand(c, generator=gen) < 0.3, -1.0, 1.0)
+            bn.weight.copy_(sign * (0.5 + torch.rand(c, generator=gen)))
+            bn.bias.copy_(0.5 * torch.randn(c, generator=gen))
+
+
+def head_outputs(model, x):
+    with torch.no_grad():
+        return model.bbox_head.raw_forward(model.neck(model.backbone(x)))
+
+
+@pytest.mark.parametrize('detector, bits', [('retinanet', 2), ('retinanet', 4), ('fcos', 2),
+                                            ('fcos', 4)])
+def test_integer_aware_eval_forward_is_the_engine_on_every_output(detector, bits):
+    """float32, no pre-rounding: every head output is the engine's integer times its unit."""
+    model = tiny_detector(detector, bits)
+    random_bns(model)
+    engine = convert_detector(model)
+    x = tiny_images(2, seed=3)
+    units = engine.head.output_units()
+    plain = code_agreement(engine(x), head_outputs(model, x), units)
+    set_integer_aware(model)
+    counts = sync_engine_units(model)
+    assert counts['bn'] == 48 and counts['bn_shared'] == 0 and counts['add'] == 10
+    stats = code_agreement(engine(x), head_outputs(model, x), units)
+    assert stats['equal_fraction'] == 1.0 and stats['max_lsb'] < 0.05, stats
+    assert plain['equal_fraction'] < 0.5  # what the simulation fixes
+    set_integer_aware(model, False)
+    again = code_agreement(engine(x), head_outputs(model, x), units)
+    assert again == plain
+
+
+def test_conversion_leaves_the_model_unchanged():
+    model = tiny_detector('retinanet', 4)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    links = engine_links(model)
+    convert_detector(model)
+    assert not model.training
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(m.unit_x is None for m in model.modules() if isinstance(m, QAdd))
+    # the links name the model's own layers: 10 adds, a requantization per quantizer
+    adds = [m for m in model.modules() if isinstance(m, QAdd)]
+    assert {id(a) for a, _, _ in links.add_units} == {id(a) for a in adds}
+    assert len(links.requants) == 57
+
+
+def test_links_of_a_training_model_restore_its_mode():
+    model = tiny_detector('retinanet', 4).train()
+    engine_links(model)
+    assert model.training and model.backbone.norm1.training
+
+
+def test_a_bn_shared_by_levels_keeps_its_float_bias():
+    cfg = tiny_config('retinanet', 4)
+    cfg.model.bbox_head.norm_cfg = dict(type='SharedLevelBN')
+    model = tiny_detector('retinanet', 4, cfg=cfg)
+    set_integer_aware(model)
+    counts = apply_engine_links(engine_links(model))
+    towers = len(model.bbox_head.cls_convs) + len(model.bbox_head.reg_convs)
+    assert towers > 0 and counts['bn_shared'] == towers  # one BN per tower conv, 5 levels
+    assert model.bbox_head.cls_convs[0].norm.bn.input_unit is None
+    assert model.backbone.norm1.input_unit is not None
+
+
+def test_nothing_is_set_before_every_quantizer_has_a_scale():
+    model = tiny_detector('retinanet', 4)
+    model.bbox_head.retina_cls.input_quantizers[2].initialized.fill_(False)
+    assert sync_engine_units(model) is None
+    assert model.backbone.norm1.input_unit is None
