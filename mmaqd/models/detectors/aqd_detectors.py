@@ -13,12 +13,16 @@ class AQDRetinaNet(QuantDetectorMixin, RetinaNet):
 
     Args:
         quant_cfg (dict, optional): See :func:`~mmaqd.models.utils.apply_quant_cfg`.
+        distill (dict, optional): Distillation from a teacher: ``teacher_config``,
+            ``teacher_ckpt`` and the loss weights of
+            :class:`~mmaqd.models.detectors.distillation.Distiller`.
         **kwargs: Everything :class:`RetinaNet` takes.
     """
 
-    def __init__(self, *args, quant_cfg: Optional[dict] = None, **kwargs) -> None:
+    def __init__(self, *args, quant_cfg: Optional[dict] = None, distill: Optional[dict] = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._init_quantization(quant_cfg)
+        self._init_quantization(quant_cfg, distill)
 
 
 @MODELS.register_module()
@@ -27,9 +31,13 @@ class AQDFCOS(QuantDetectorMixin, FCOS):
 
     Args:
         quant_cfg (dict, optional): See :func:`~mmaqd.models.utils.apply_quant_cfg`.
+        distill (dict, optional): Distillation from a teacher: ``teacher_config``,
+            ``teacher_ckpt`` and the loss weights of
+            :class:`~mmaqd.models.detectors.distillation.Distiller`.
         **kwargs: Everything :class:`FCOS` takes.
     """
 
-    def __init__(self, *args, quant_cfg: Optional[dict] = None, **kwargs) -> None:
+    def __init__(self, *args, quant_cfg: Optional[dict] = None, distill: Optional[dict] = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._init_quantization(quant_cfg)
+        self._init_quantization(quant_cfg, distill)

@@ -8,6 +8,9 @@ from torch import nn
 
 from mmaqd.models.utils import apply_quant_cfg, format_quant_table
 from mmaqd.quant import QConv
+from mmdet.models.utils import unpack_gt_instances
+
+from .distillation import build_distiller
 
 # State-dict entries that an FP checkpoint cannot have: quantizer parameters learned
 # from data, and the bit widths QConv saves with its state.
@@ -124,16 +127,20 @@ class QuantDetectorMixin:
     """Mixed into an mmdet detector after its ``__init__`` has built the model.
 
     Applies the model-level quantization settings (see
-    :func:`~mmaqd.models.utils.apply_quant_cfg`), logs the per-layer table, and
+    :func:`~mmaqd.models.utils.apply_quant_cfg`), logs the per-layer table, adds
+    the distillation losses of an optional ``distill`` teacher
+    (:class:`~mmaqd.models.detectors.distillation.Distiller`), and
     checks every checkpoint loaded into the model (train ``load_from``, resume,
     test, the tools): an FP checkpoint may lack quantizer parameters (they are
     initialised from data, and a warning says so) but a size mismatch, any other
     missing key or an unexpected key is an error that names them.
     """
 
-    def _init_quantization(self, quant_cfg: Optional[dict]) -> List[dict]:
+    def _init_quantization(self, quant_cfg: Optional[dict],
+                           distill: Optional[dict] = None) -> List[dict]:
         self.quant_cfg = quant_cfg
         self.integer_backend = None
+        self.distiller = build_distiller(distill)
         rows = apply_quant_cfg(self, quant_cfg)
         if rows:
             MMLogger.get_current_instance().info(
@@ -141,6 +148,26 @@ class QuantDetectorMixin:
         self.register_load_state_dict_pre_hook(_check_checkpoint_fits)
         self.register_load_state_dict_post_hook(_check_loaded_keys)
         return rows
+
+    def loss(self, batch_inputs: torch.Tensor, batch_data_samples: list) -> dict:
+        """mmdet's losses, plus the distillation losses when a teacher is configured."""
+        if self.distiller is None:
+            return super().loss(batch_inputs, batch_data_samples)
+        feats = self.extract_feat(batch_inputs)
+        outs = self.bbox_head(feats)
+        gt_instances, gt_ignore, metas = unpack_gt_instances(batch_data_samples)
+        losses = self.bbox_head.loss_by_feat(*outs, gt_instances, metas, gt_ignore)
+        teacher_feats, teacher_outs = self.distiller.teacher_outputs(batch_inputs)
+        losses.update(self.distiller.losses(feats, outs[0], teacher_feats, teacher_outs[0]))
+        return losses
+
+    def _apply(self, fn, *args, **kwargs):
+        """``to`` / ``cuda`` / ``double`` reach the teacher too (it is no submodule)."""
+        out = super()._apply(fn, *args, **kwargs)
+        distiller = getattr(self, 'distiller', None)
+        if distiller is not None and distiller.teacher is not None:
+            distiller.teacher._apply(fn, *args, **kwargs)
+        return out
 
     def set_integer_backend(self, backend: Optional[Callable[[torch.Tensor], tuple]]) -> None:
         """Predict with an integer backend instead of the fake-quant layers (None: undo).
