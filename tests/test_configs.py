@@ -12,10 +12,10 @@ import mmaqd  # noqa: F401
 from mmaqd.quant import MultiLevelBN, QConv
 from mmdet.registry import HOOKS, MODELS
 from mmdet.utils import register_all_modules
-from tests.conftest import ROOT, load_tool
+from tests.conftest import ROOT, load_script
 
 register_all_modules()
-report = load_tool('benchmarks/study_report.py')
+report = load_script('.dev_scripts/study/study_report.py')
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'aqd', '*.py')))
 
 

@@ -8,10 +8,10 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from tests.conftest import load_tool
+from tests.conftest import load_script
 
-study = load_tool('benchmarks/aqd_study.py')
-report = load_tool('benchmarks/study_report.py')
+study = load_script('.dev_scripts/study/aqd_study.py')
+report = load_script('.dev_scripts/study/study_report.py')
 
 
 @pytest.mark.parametrize('mode', sorted(study.PLANS))
