@@ -128,6 +128,19 @@ PLANS = {
                      q_iters={'synthetic': 50, 'neon-trees': 50},
                      val_images={'synthetic': 200, 'neon-trees': None}, ablations=True,
                      simulation=True, cost_repeats=5),
+    # the converging study (build_converge_plan): FP models trained to the configs'
+    # 500 iterations, fine-tunes of 100 / 300 / 900 iterations; about a day of the
+    # 2-core CPU (2.5 s per quantized iteration measured), run over several sessions:
+    # rows are cached in their work dirs and read back from docs/results/
+    # accuracy_study.json
+    'converge': PlanSpec(setups=(Setup('synthetic', 'retinanet', (0, ), (), (0, 1, 2)),
+                                 Setup('synthetic', 'fcos', (0, ), (), (0, 1, 2)),
+                                 Setup('neon-trees', 'retinanet', (0, ), (), (0, )),
+                                 Setup('neon-trees', 'fcos', (0, ), (), (0, ))),
+                         bits=(2, 4, 3), fp_iters={'synthetic': 500, 'neon-trees': 800},
+                         q_iters={'synthetic': 300, 'neon-trees': 300},
+                         val_images={'synthetic': None, 'neon-trees': None}, ablations=True,
+                         simulation=False, cost_repeats=0),
     # the configs' own schedules, three seeds everywhere (about 12 hours on 2 cores:
     # for a GPU machine or a night)
     'large': PlanSpec(setups=tuple(Setup(d, det, (0, 1, 2), (4, 3, 2))
@@ -159,6 +172,8 @@ class Run:
             (``tools/test.py --integer``) of the parent's checkpoint.
         checkpoint (str, optional): For an FP row: an FP model trained before
             (``--fp-checkpoint``), evaluated and used instead of training one.
+        distill (bool): Distil from the parent (the FP model it starts from): its
+            config and checkpoint become the row's ``model.distill`` teacher.
     """
     name: str
     dataset: str
@@ -172,6 +187,7 @@ class Run:
     iters: int = 0
     integer: Optional[str] = None
     checkpoint: Optional[str] = None
+    distill: bool = False
 
 
 def _schedule(iters: int, warmup: int) -> Dict:
@@ -221,6 +237,8 @@ def build_plan(mode: str) -> List[Run]:
     """
     if mode not in PLANS:
         raise ValueError(f'mode must be one of {sorted(PLANS)}, got {mode!r}')
+    if mode == 'converge':
+        return build_converge_plan()
     spec = PLANS[mode]
     runs: List[Run] = []
 
@@ -289,6 +307,104 @@ def build_plan(mode: str) -> List[Run]:
     return runs
 
 
+#: Fine-tune lengths of the converging study, the most informative first.
+CONVERGE_ITERS = (300, 100, 900)
+#: ``custom_hooks`` of a quantized row without integer-aware QAT (the CPU schedule's).
+PLAIN_QAT_HOOKS = dict(custom_hooks=[dict(type='QuantNaNGuardHook')])
+
+
+def build_converge_plan() -> List[Run]:
+    """The rows of the converging study (#18), parents first, the most informative first.
+
+    Per (data, detector): the FP model at the config's iterations (seed 0); then AQD
+    (integer-aware, the configs' default) and AQD with distillation from that FP
+    model (``aqd_kd``) at 4, 3 and 2 bits, and the FP model trained on with the
+    fine-tunes' optimizer (``fp_continued``), for each of :data:`CONVERGE_ITERS`
+    on the digits (300 on NEON); fine-tune seeds 1 and 2 at 300 iterations; at 300
+    iterations also AQD without integer-aware QAT (``aqd_float``, 4 and 2 bits) and
+    the integer engine's mAP of the AQD models (``integer``). Last, the 2-bit head
+    norm ablation on the digits: shared BN and GN heads, each from its own FP
+    model, at 300 and 900 iterations (multi-level BN is the ``aqd`` row).
+
+    Returns:
+        list[Run]: The runs.
+    """
+    spec = PLANS['converge']
+    runs: List[Run] = []
+
+    def fp_row(prefix: str, dataset: str, det: str, method: str = 'fp',
+               extra: Optional[Dict] = None) -> Run:
+        iters = spec.fp_iters[dataset]
+        warmup = 50 if dataset == 'synthetic' else 100
+        return Run(f'{prefix}/{method}_s0', dataset, det, method, 32, 0,
+                   f'{det}_r18_fpn_aqd-fp32_{dataset}.py',
+                   _merge(_schedule(iters, warmup), extra or {}), iters=iters)
+
+    def tune_row(prefix: str, dataset: str, det: str, method: str, bits: int, iters: int,
+                 seed: int = 0, parent: str = 'fp_s0', extra: Optional[Dict] = None,
+                 distill: bool = False) -> Run:
+        config = (f'{det}_r18_fpn_aqd-fp32_{dataset}.py' if bits == 32 else
+                  f'{det}_r18_fpn_aqd-w{bits}a{bits}_{dataset}.py')
+        bits_tag = 'fp' if bits == 32 else f'w{bits}'
+        return Run(f'{prefix}/{method}_{bits_tag}_i{iters}_s{seed}', dataset, det, method, bits,
+                   seed, config, _merge(_schedule(iters, min(20, iters // 3)), extra or {}),
+                   parent=f'{prefix}/{parent}', iters=iters, distill=distill)
+
+    continued = dict(optim_wrapper=dict(optimizer=dict(lr=FINE_TUNE_LR)))
+
+    def core(setup: Setup, iters: int, seeds: Sequence[int]) -> List[Run]:
+        prefix = f'{setup.dataset}/{setup.detector}'
+        rows = []
+        for seed in seeds:
+            for bits in spec.bits:
+                for method, distill in (('aqd', False), ('aqd_kd', True)):
+                    rows.append(tune_row(prefix, setup.dataset, setup.detector, method, bits,
+                                         iters, seed, distill=distill))
+        if 0 in seeds:
+            rows.append(tune_row(prefix, setup.dataset, setup.detector, 'fp_continued', 32,
+                                 iters, extra=continued))
+        return rows
+
+    digits = [s for s in spec.setups if s.dataset == 'synthetic']
+    neon = [s for s in spec.setups if s.dataset != 'synthetic']
+    for setup in digits:
+        runs.append(fp_row(f'{setup.dataset}/{setup.detector}', setup.dataset, setup.detector))
+    for setup in digits:
+        prefix = f'{setup.dataset}/{setup.detector}'
+        runs += core(setup, 300, (0, ))
+        for bits in (2, 4):
+            runs.append(tune_row(prefix, setup.dataset, setup.detector, 'aqd_float', bits, 300,
+                                 extra=PLAIN_QAT_HOOKS))
+            parent = f'{prefix}/aqd_w{bits}_i300_s0'
+            runs.append(Run(f'{parent}_integer', setup.dataset, setup.detector, 'integer',
+                            bits, 0, f'{setup.detector}_r18_fpn_aqd-w{bits}a{bits}_synthetic.py',
+                            parent=parent, integer='int', iters=300))
+    for iters in CONVERGE_ITERS[1:2]:
+        for setup in digits:
+            runs += core(setup, iters, (0, ))
+    for setup in digits:
+        runs += core(setup, 300, tuple(s for s in setup.qat_seeds or () if s != 0))
+    for iters in CONVERGE_ITERS[2:]:
+        for setup in digits:
+            runs += core(setup, iters, (0, ))
+    prefix = 'synthetic/retinanet'
+    for norm in ('SharedLevelBN', 'GN'):
+        norm_cfg = dict(type=norm) if norm != 'GN' else dict(type='GN', num_groups=32,
+                                                             _delete_=True)
+        head = dict(model=dict(bbox_head=dict(norm_cfg=norm_cfg)))
+        runs.append(fp_row(prefix, 'synthetic', 'retinanet', f'fp_{norm}', head))
+        for iters in (300, 900):
+            # GN has no integer form: no integer-aware QAT for it
+            extra = _merge(head, PLAIN_QAT_HOOKS) if norm == 'GN' else head
+            runs.append(tune_row(prefix, 'synthetic', 'retinanet', f'head_{norm}', 2, iters,
+                                 parent=f'fp_{norm}_s0', extra=extra))
+    for setup in neon:
+        prefix = f'{setup.dataset}/{setup.detector}'
+        runs.append(fp_row(prefix, setup.dataset, setup.detector))
+        runs += core(setup, 300, (0, ))
+    return runs
+
+
 VAL_SIZES = {'synthetic': 500, 'neon-trees': None}
 
 
@@ -322,18 +438,27 @@ def plan_seconds(mode: str, plan: Sequence[Run], costs: bool = True) -> float:
     return total
 
 
-def render_config(run: Run, load_from: Optional[str], val_ann: Optional[str]) -> str:
+def render_config(run: Run, load_from: Optional[str], val_ann: Optional[str],
+                  teacher_config: Optional[str] = None) -> str:
     """The Python config of a run: its base config plus its changes.
 
     Args:
         run (Run): The run.
         load_from (str, optional): Checkpoint to start from.
         val_ann (str, optional): An annotation file replacing the val / test split's.
+        teacher_config (str, optional): For a distilling run, the teacher's config
+            (its checkpoint is ``load_from``).
 
     Returns:
         str: Config source that mmengine reads.
     """
     changes = _merge(run.changes, dict(randomness=dict(seed=run.seed)))
+    if run.distill:
+        if teacher_config is None or load_from is None:
+            raise ValueError(f'{run.name}: a distilling run needs its parent\'s config and '
+                             f'checkpoint')
+        changes = _merge(changes, dict(model=dict(distill=dict(
+            teacher_config=teacher_config, teacher_ckpt=load_from))))
     if val_ann is not None:
         for loader in ('val_dataloader', 'test_dataloader'):
             changes = _merge(changes, {loader: dict(dataset=dict(ann_file=val_ann))})
@@ -449,7 +574,59 @@ def cache_is_valid(run: Run, root: str) -> bool:
     return osp.isfile(parent) and osp.getmtime(parent) <= osp.getmtime(cached)
 
 
-def execute(run: Run, root: str, python: str, val_ann: Optional[str]) -> Dict:
+#: The converging study's results: one flat row per run (:func:`flat_rows`).
+ACCURACY_STUDY = osp.join(ROOT, 'docs', 'results', 'accuracy_study.json')
+
+
+def committed_rows(path: str) -> Dict[str, Dict]:
+    """Full rows of a committed flat results file, by run name (see :func:`flat_rows`).
+
+    Args:
+        path (str): The file (missing: no rows).
+
+    Returns:
+        dict: Name -> the row as :func:`execute` returned it.
+    """
+    if not osp.isfile(path):
+        return {}
+    with open(path) as f:
+        return {row['name']: row['row'] for row in json.load(f)}
+
+
+def flat_rows(rows: Sequence[Dict]) -> List[Dict]:
+    """The rows as ``{data, detector, method, bits, iters, seed, mAP, fp_mAP}`` (+ more).
+
+    ``fp_mAP`` is that of the FP model the row starts from (its own for FP rows);
+    ``name``, ``seconds``, ``command`` and the full ``row`` (its definition, for
+    reading it back) come along.
+
+    Args:
+        rows (sequence[dict]): Rows of :func:`execute`, parents before children.
+
+    Returns:
+        list[dict]: The flat rows.
+    """
+    by_name = {row['name']: row for row in rows}
+
+    def fp_ancestor(row: Dict) -> Optional[Dict]:
+        while row is not None and row['parent'] is not None:
+            row = by_name.get(row['parent'])
+        return row
+
+    out = []
+    for row in rows:
+        start = fp_ancestor(row)
+        out.append(dict(data=row['dataset'], detector=row['detector'], method=row['method'],
+                        bits=row['bits'], iters=row['iters'], seed=row['seed'],
+                        mAP=row['metrics']['coco/bbox_mAP'],
+                        fp_mAP=None if start is None else start['metrics']['coco/bbox_mAP'],
+                        name=row['name'], seconds=row['seconds'], command=row['command'],
+                        row=row))
+    return out
+
+
+def execute(run: Run, root: str, python: str, val_ann: Optional[str],
+            committed: Optional[Dict[str, Dict]] = None) -> Dict:
     """Run one row (or read its cached result) and return it as a dict.
 
     Args:
@@ -457,6 +634,9 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str]) -> Dict:
         root (str): Root of the runs' work dirs.
         python (str): The interpreter to run the tools with.
         val_ann (str, optional): Annotation file replacing the val split's.
+        committed (dict, optional): Rows committed before (:func:`committed_rows`): one
+            whose definition is the run's is reused when its work dir has none (not
+            for FP rows, whose checkpoint the children need).
 
     Returns:
         dict: The run's fields, ``metrics``, ``seconds`` and ``command``.
@@ -469,6 +649,11 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str]) -> Dict:
     if cache_is_valid(run, root):
         with open(cached) as f:
             return json.load(f)
+    # an FP row is always rerun where it has no cache: its children need its checkpoint
+    previous = (committed or {}).get(run.name) if run.parent is not None else None
+    if previous is not None and not osp.isfile(cached) and all(
+            previous.get(k) == v for k, v in json.loads(json.dumps(asdict(run))).items()):
+        return previous
     os.makedirs(work_dir, exist_ok=True)
     parent_ckpt = None
     if run.parent is not None:
@@ -476,8 +661,9 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str]) -> Dict:
         if parent_ckpt is None:
             raise RuntimeError(f'{run.name}: parent run {run.parent} has no checkpoint')
     config = osp.join(work_dir, 'config.py')
+    teacher_config = osp.join(root, run.parent, 'config.py') if run.distill else None
     with open(config, 'w') as f:
-        f.write(render_config(run, None if run.integer else parent_ckpt, val_ann))
+        f.write(render_config(run, None if run.integer else parent_ckpt, val_ann, teacher_config))
     start = time.time()
     log = open(osp.join(work_dir, 'study.log'), 'w')
     metrics_out = osp.join(work_dir, 'metrics.json')
@@ -572,6 +758,25 @@ def val_subsets(mode: str, root: str) -> Dict[str, Optional[str]]:
     return subsets
 
 
+def write_accuracy_study(rows: Sequence[Dict], committed: Dict[str, Dict], path: str) -> str:
+    """Write the converging study's flat rows: this call's, then committed ones not rerun.
+
+    Args:
+        rows (sequence[dict]): Rows of this call, parents first.
+        committed (dict): Rows committed before (:func:`committed_rows`).
+        path (str): The file.
+
+    Returns:
+        str: ``path``.
+    """
+    names = {row['name'] for row in rows}
+    kept = list(rows) + [row for name, row in committed.items() if name not in names]
+    with open(path, 'w') as f:
+        json.dump(flat_rows(kept), f, indent=1)
+        f.write('\n')
+    return path
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='AQD reproduction study (mmaqd)')
     parser.add_argument('--plan', choices=sorted(PLANS), default='full',
@@ -616,6 +821,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     subsets = val_subsets(mode, root)
     rows, failed = [], {}
     start = time.time()
+    committed = committed_rows(ACCURACY_STUDY) if mode == 'converge' else {}
+    out = args.out or (osp.join(root, 'results_only.json') if args.only else osp.join(
+        ROOT, 'docs', 'results', f'benchmarks{"" if mode == "full" else "_" + mode}.json'))
     for run in plan:
         print(f'=== {run.name}', flush=True)
         if run.parent in failed:
@@ -623,7 +831,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
             print(f'    skipped: {failed[run.name]}', flush=True)
             continue
         try:
-            row = execute(run, root, sys.executable, subsets.get(run.dataset))
+            row = execute(run, root, sys.executable, subsets.get(run.dataset), committed)
         except RuntimeError as err:  # a failed row must not stop the other rows
             failed[run.name] = str(err)
             print(f'    FAILED: {err}', flush=True)
@@ -631,6 +839,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         print(f'    bbox mAP {row["metrics"]["coco/bbox_mAP"]:.3f} ({row["seconds"]:.0f} s)',
               flush=True)
         rows.append(row)
+        if mode == 'converge':  # after every row: a study that spans sessions keeps each
+            write_accuracy_study(rows, committed, args.out or ACCURACY_STUDY)
     costs = None
     if spec.cost_repeats and not args.only:
         print('=== costs', flush=True)
@@ -648,10 +858,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         rows_minutes=round(sum(row['seconds'] for row in rows) / 60, 1),  # when they ran
         val_images={d: n for d, n in spec.val_images.items()},
         rows=rows, costs=costs, failed=failed)
-    out = args.out or (osp.join(root, 'results_only.json') if args.only else osp.join(
-        ROOT, 'docs', 'results', f'benchmarks{"" if mode == "full" else "_" + mode}.json'))
-    with open(out, 'w') as f:
-        json.dump(result, f, indent=1)
+    if mode == 'converge':
+        out = write_accuracy_study(rows, committed, args.out or ACCURACY_STUDY)
+    else:
+        with open(out, 'w') as f:
+            json.dump(result, f, indent=1)
     print(f'results: {out} ({len(rows)} rows, {len(failed)} failed, '
           f'{result["minutes"]} min)')
     return result

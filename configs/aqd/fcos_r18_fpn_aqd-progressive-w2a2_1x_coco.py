@@ -14,4 +14,5 @@ custom_hooks = [
         ],
         exclude=[_base_.stem_pattern, _base_.fcos_predictor_pattern]),
     dict(type='QuantCalibrationHook', num_batches=16),
+    _base_.integer_aware_hook,
 ]

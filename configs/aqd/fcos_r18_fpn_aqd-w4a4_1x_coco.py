@@ -9,5 +9,6 @@ model = dict(
     backbone=_base_.quant_backbone,
     neck=_base_.quant_neck,
     bbox_head=_base_.quant_head)
+custom_hooks = [_base_.integer_aware_hook]
 load_from = 'work_dirs/fcos_r18_fpn_aqd-fp32_1x_coco/epoch_12.pth'
 optim_wrapper = dict(optimizer=dict(lr=0.001))

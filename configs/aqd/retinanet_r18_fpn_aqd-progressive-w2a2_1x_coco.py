@@ -15,4 +15,5 @@ custom_hooks = [
         ],
         exclude=[_base_.stem_pattern, _base_.retinanet_predictor_pattern]),
     dict(type='QuantCalibrationHook', num_batches=16),
+    _base_.integer_aware_hook,
 ]

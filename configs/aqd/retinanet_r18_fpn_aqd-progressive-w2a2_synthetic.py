@@ -18,4 +18,5 @@ custom_hooks = [
         ],
         exclude=[_base_.stem_pattern, _base_.retinanet_predictor_pattern]),
     dict(type='QuantNaNGuardHook'),  # from the CPU schedule: lists replace, not merge
+    _base_.integer_aware_hook,
 ]

@@ -11,6 +11,8 @@ model = dict(
     backbone=_base_.quant_backbone,
     neck=_base_.quant_neck,
     bbox_head=_base_.quant_head)
+# the CPU schedule's NaN guard, repeated: lists replace, not merge
+custom_hooks = [dict(type='QuantNaNGuardHook'), _base_.integer_aware_hook]
 load_from = 'work_dirs/retinanet_r18_fpn_aqd-fp32_synthetic/iter_500.pth'
 train_cfg = dict(max_iters=max_iters)
 optim_wrapper = dict(optimizer=dict(lr=0.0001))

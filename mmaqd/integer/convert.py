@@ -154,7 +154,11 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
             ratio = in_units[level].double().reshape(-1) / s_x
             if ratio.numel() == 1:
                 ratio = ratio.expand(conv.in_channels)
-            m0, shift = quantize_multiplier(ratio.contiguous(), max_shift=FLOAT_MAX_SHIFT)
+            try:
+                m0, shift = quantize_multiplier(ratio.contiguous(), max_shift=FLOAT_MAX_SHIFT)
+            except ValueError as err:  # e.g. a unit vanishing next to the input step
+                raise ConversionError(f'{name}: input requantization of level {level}: '
+                                      f'{err}') from err
             if (shift < FLOAT_MIN_SHIFT).any():
                 raise ConversionError(f'{name}: requantization multiplier up to '
                                       f'{float(ratio.max()):.4g} (input unit / input step) is '

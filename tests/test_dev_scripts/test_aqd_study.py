@@ -103,7 +103,7 @@ def test_progressive_row_scales_the_schedule_to_its_iterations(tmp_path):
 def test_a_failed_row_skips_its_children_and_the_rest_runs(tmp_path, monkeypatch):
     ran = []
 
-    def fake_execute(run, root, python, val_ann):
+    def fake_execute(run, root, python, val_ann, committed=None):
         ran.append(run.name)
         if run.name == 'synthetic/retinanet/aqd_w4_s0':
             raise RuntimeError('boom')
@@ -119,7 +119,7 @@ def test_a_failed_row_skips_its_children_and_the_rest_runs(tmp_path, monkeypatch
     assert ran == [r.name for r in study.build_plan('quick')]  # nothing depends on w4
     assert json.loads(out.read_text())['costs'] == {'ok': 1}
 
-    def fail_fp(run, root, python, val_ann):
+    def fail_fp(run, root, python, val_ann, committed=None):
         if run.name.endswith('fp_s0'):
             raise RuntimeError('no fp')
         return fake_execute(run, root, python, val_ann)
@@ -305,3 +305,81 @@ def test_fp_checkpoint_replaces_training_by_evaluation(tmp_path, monkeypatch):
     # its children start from the given checkpoint
     assert study.last_checkpoint(str(tmp_path / fp.name)) == str(ckpt)
     assert study.cache_is_valid(fp, str(tmp_path))
+
+
+def test_converge_plan_has_the_rows_of_the_study():
+    plan = study.build_plan('converge')
+    rows = {(r.dataset, r.detector, r.method, r.bits, r.iters, r.seed) for r in plan}
+    for det in ('retinanet', 'fcos'):
+        assert ('synthetic', det, 'fp', 32, 500, 0) in rows
+        for iters in (100, 300, 900):
+            assert ('synthetic', det, 'fp_continued', 32, iters, 0) in rows
+            for bits in (4, 3, 2):
+                for method in ('aqd', 'aqd_kd'):
+                    assert ('synthetic', det, method, bits, iters, 0) in rows
+        for seed in (1, 2):
+            assert all(('synthetic', det, m, b, 300, seed) in rows
+                       for m in ('aqd', 'aqd_kd') for b in (4, 3, 2))
+        for bits in (4, 2):
+            assert ('synthetic', det, 'aqd_float', bits, 300, 0) in rows
+            assert ('synthetic', det, 'integer', bits, 300, 0) in rows
+        assert ('neon-trees', det, 'fp', 32, 800, 0) in rows
+        assert all(('neon-trees', det, 'aqd', b, 300, 0) in rows for b in (4, 3, 2))
+    for norm in ('SharedLevelBN', 'GN'):
+        assert ('synthetic', 'retinanet', f'fp_{norm}', 32, 500, 0) in rows
+        assert all(('synthetic', 'retinanet', f'head_{norm}', 2, i, 0) in rows
+                   for i in (300, 900))
+    by_name = {r.name: r for r in plan}
+    assert by_name['synthetic/retinanet/head_GN_w2_i300_s0'].parent == \
+        'synthetic/retinanet/fp_GN_s0'
+    assert all(r.distill == (r.method == 'aqd_kd') for r in plan)
+    # the 300-iteration rows of both detectors come before the longer ones
+    order = [r.name for r in plan]
+    assert order.index('synthetic/fcos/aqd_w3_i300_s0') < order.index(
+        'synthetic/retinanet/aqd_w2_i900_s0')
+
+
+def test_converge_rows_configs_kd_teacher_and_plain_qat(tmp_path):
+    plan = {r.name: r for r in study.build_plan('converge')}
+    path = tmp_path / 'config.py'
+    kd = plan['synthetic/retinanet/aqd_kd_w2_i300_s0']
+    teacher = osp.join(study.CONFIGS, 'retinanet_r18_fpn_aqd-fp32_synthetic.py')
+    path.write_text(study.render_config(kd, '/ckpt/fp.pth', None, teacher))
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.distill == dict(teacher_config=teacher, teacher_ckpt='/ckpt/fp.pth')
+    assert cfg.train_cfg.max_iters == 300
+    assert [h.type for h in cfg.custom_hooks] == ['QuantNaNGuardHook', 'IntegerAwareQATHook']
+    with pytest.raises(ValueError, match="needs its parent's config and checkpoint"):
+        study.render_config(kd, None, None)
+    plain = plan['synthetic/fcos/aqd_float_w2_i300_s0']
+    path.write_text(study.render_config(plain, '/ckpt/fp.pth', None))
+    assert [h.type for h in Config.fromfile(str(path)).custom_hooks] == ['QuantNaNGuardHook']
+    gn = plan['synthetic/retinanet/head_GN_w2_i900_s0']
+    path.write_text(study.render_config(gn, '/ckpt/fp.pth', None))
+    assert [h.type for h in Config.fromfile(str(path)).custom_hooks] == ['QuantNaNGuardHook']
+
+
+def test_flat_rows_and_committed_rows_are_read_back(tmp_path):
+    plan = {r.name: r for r in study.build_plan('converge')}
+    fp = plan['synthetic/retinanet/fp_s0']
+    aqd = plan['synthetic/retinanet/aqd_w2_i300_s0']
+    integer = plan['synthetic/retinanet/aqd_w2_i300_s0_integer']
+    rows = [dict(study.asdict(run), metrics={'coco/bbox_mAP': value}, seconds=1.0, command='c')
+            for run, value in ((fp, 0.6), (aqd, 0.5), (integer, 0.49))]
+    path = tmp_path / 'accuracy_study.json'
+    study.write_accuracy_study(rows, {}, str(path))
+    flat = json.loads(path.read_text())
+    assert [(r['method'], r['bits'], r['iters'], r['mAP'], r['fp_mAP']) for r in flat] == [
+        ('fp', 32, 500, 0.6, 0.6), ('aqd', 2, 300, 0.5, 0.6), ('integer', 2, 300, 0.49, 0.6)]
+    assert {'data', 'detector', 'method', 'bits', 'iters', 'seed', 'mAP', 'fp_mAP'} <= set(flat[0])
+    committed = study.committed_rows(str(path))
+    # a committed row with the same definition is reused without running anything ...
+    assert study.execute(aqd, str(tmp_path / 'runs'), 'python', None, committed) == rows[1]
+    # ... but not an FP row (its checkpoint is needed) nor a changed definition
+    changed = dataclasses.replace(aqd, iters=301)
+    with pytest.raises(RuntimeError, match='parent run .* has no checkpoint'):
+        study.execute(changed, str(tmp_path / 'runs'), 'python', None, committed)
+    # rows of a later call come first, the committed ones not rerun after them
+    study.write_accuracy_study(rows[:1], committed, str(path))
+    assert [r['name'] for r in json.loads(path.read_text())] == [fp.name, aqd.name,
+                                                                  integer.name]

@@ -7,6 +7,9 @@
 #                  backbone=_base_.quant_backbone, neck=_base_.quant_neck,
 #                  bbox_head=_base_.quant_head)
 # Lower widths inherit a 4-bit config and change quant_cfg's w_bits / a_bits.
+# Training is integer-aware (IntegerAwareQATHook): the fake-quant model computes the
+# integer engine's arithmetic, so that its mAP is the integer model's. A config sets
+#     custom_hooks = [..., _base_.integer_aware_hook]
 stem_pattern = r'^backbone\.conv1$'
 retinanet_predictor_pattern = r'^bbox_head\.retina_(cls|reg)$'
 fcos_predictor_pattern = r'^bbox_head\.conv_(cls|reg|centerness)$'
@@ -30,3 +33,4 @@ quant_backbone = dict(
     type='QResNet', norm_cfg=dict(type='QBN', requires_grad=True), init_cfg=None)
 quant_neck = dict(type='QFPN', norm_cfg=dict(type='QBN', requires_grad=True))
 quant_head = dict(conv_cfg=dict(type='QConv'))
+integer_aware_hook = dict(type='IntegerAwareQATHook')

@@ -1,10 +1,11 @@
 """Integer-aware QAT: train and evaluate the fake-quant model in the engine's arithmetic."""
-from typing import Optional
+from typing import Optional, Set
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmdet.registry import HOOKS
 
+from mmaqd.integer import ConversionError
 from mmaqd.integer.simulation import sync_engine_units
 from mmaqd.quant import set_integer_aware
 
@@ -24,7 +25,10 @@ class IntegerAwareQATHook(Hook):
     engine's integers times their units.
 
     Until every quantizer has a scale (LSQ takes it from its first batch) the
-    layers compute as plain fake quantization.
+    layers compute as plain fake quantization. A model that cannot be converted
+    (a GroupNorm head; a BN whose gamma is so close to 0 that its integer bias
+    would overflow) is reported once per reason as a warning, and its layers keep
+    the units of the last conversion that succeeded.
 
     Args:
         interval (int): Training iterations between two unit updates. Defaults to 1.
@@ -38,6 +42,7 @@ class IntegerAwareQATHook(Hook):
                              f'{interval!r}')
         self.interval = interval
         self.last_counts: Optional[dict] = None
+        self._warned: Set[str] = set()
 
     @staticmethod
     def _model(runner):
@@ -48,7 +53,20 @@ class IntegerAwareQATHook(Hook):
         runner.logger.info(f'IntegerAwareQATHook: integer-aware layers: {counts}')
 
     def _sync(self, runner) -> None:
-        self.last_counts = sync_engine_units(self._model(runner))
+        try:
+            self.last_counts = sync_engine_units(self._model(runner))
+        except ConversionError as err:
+            # e.g. a GN head, or a BN gamma so close to 0 that its folded bias would
+            # overflow the accumulator: train on with the units of the last conversion
+            message = str(err)
+            if message not in self._warned:
+                self._warned.add(message)
+                runner.logger.warning(
+                    f'IntegerAwareQATHook: no integer form at iteration {runner.iter} '
+                    f'({message}); the layers keep the units of the last conversion '
+                    f'({"none yet" if self.last_counts is None else "an earlier one"}). '
+                    f'Remove the hook from custom_hooks for a model that has no integer '
+                    f'form.')
 
     def before_train(self, runner) -> None:
         """Switch the layers to the engine's arithmetic."""

@@ -52,3 +52,21 @@ def test_before_test_the_model_predicts_the_engine_integers():
 def test_a_bad_interval_is_refused():
     with pytest.raises(ValueError, match='interval must be a positive int, got 0'):
         IntegerAwareQATHook(interval=0)
+
+
+def test_a_model_without_integer_form_is_reported_once_and_trains_on(caplog):
+    from tests.test_integer.tiny_detectors import tiny_config
+    cfg = tiny_config('fcos', 4)
+    cfg.model.bbox_head.norm_cfg = dict(type='GN', num_groups=4)
+    model = tiny_detector('fcos', 4, cfg=cfg).train()
+    hook = IntegerAwareQATHook()
+    runner = fake_runner(model)
+    warnings = []
+    runner.logger = SimpleNamespace(info=lambda msg: None, warning=warnings.append)
+    hook.before_train(runner)
+    for iteration in range(3):
+        runner.iter = iteration
+        hook.before_train_iter(runner, iteration)
+    assert len(warnings) == 1 and hook.last_counts is None
+    assert 'GroupNorm' in warnings[0] and 'Remove the hook from custom_hooks' in warnings[0]
+    assert model.backbone.norm1.input_unit is None
