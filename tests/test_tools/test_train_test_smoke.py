@@ -11,6 +11,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from mmaqd.apis import build_detector, load_config
 from tests.conftest import ROOT, load_tool
 from tests.test_tools.tiny_data import data_options, make_tiny_data
 
@@ -137,3 +138,27 @@ def test_amp_without_cuda_is_one_usage_error(capsys):
             [osp.join(ROOT, 'configs/aqd/retinanet_r18_fpn_aqd-fp32_synthetic.py'), '--amp'])
     assert err.value.code == 2
     assert '--amp needs CUDA' in capsys.readouterr().err
+
+
+def test_distilled_fine_tune_saves_only_the_student(tiny_data, tmp_path):
+    opts = data_options(tiny_data)
+    fp_config = osp.join(ROOT, 'configs/aqd/fcos_r18_fpn_aqd-fp32_synthetic.py')
+    fp_dir, kd_dir = str(tmp_path / 'fp'), str(tmp_path / 'kd')
+    train_tool.main([fp_config, '--work-dir', fp_dir, '--cfg-options', 'train_cfg.max_iters=2',
+                     *opts])
+    fp_ckpt = osp.join(fp_dir, 'iter_2.pth')
+    kd_config = osp.join(ROOT, 'configs/aqd/fcos_r18_fpn_aqd-w2a2-kd_synthetic.py')
+    train_tool.main([kd_config, '--work-dir', kd_dir, '--cfg-options', 'train_cfg.max_iters=2',
+                     'default_hooks.logger.interval=1', f'load_from={fp_ckpt}', f'model.distill.teacher_ckpt={fp_ckpt}',
+                     f'model.distill.teacher_config={fp_config}', *opts])
+    state = torch.load(osp.join(kd_dir, 'iter_2.pth'), map_location='cpu',
+                       weights_only=False)['state_dict']
+    # the text log: a second run in one process shares the first one's scalars.json
+    logs = glob.glob(osp.join(kd_dir, '*', '*.log'))
+    with open(logs[-1]) as f:
+        logged = f.read()
+    assert 'loss_distill_feat: ' in logged and 'loss_distill_cls: ' in logged
+    # the student's keys are the plain 2-bit model's: nothing of the teacher was saved
+    plain = build_detector(load_config(
+        osp.join(ROOT, 'configs/aqd/fcos_r18_fpn_aqd-w2a2_synthetic.py')))
+    assert set(state) == set(plain.state_dict())
