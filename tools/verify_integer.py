@@ -5,8 +5,9 @@ generated images), converts it to the integer engine and runs, on the same image
 
 - the integer engine (int64 only) and its float64 deploy-mode simulation, which
   must agree on every output element (``equal_fraction`` 1.0);
-- the training-time fake-quant model, whose head outputs are compared with the
-  engine's in output units (LSB), for information.
+- the fake-quant model, whose head outputs are compared with the engine's in
+  output units (LSB): plain (for information) and integer-aware (the forward of
+  IntegerAwareQATHook's training, which computes the engine's integers).
 
 It ends with one verdict line (PASS / FAIL and the requirement) and one JSON
 object with the numbers. Exit code 0: passed, 1: the check failed, 2: it could not
@@ -29,8 +30,9 @@ from mmengine.utils import ProgressBar
 from mmaqd.apis import (add_common_arguments, build_quantized_detector, eval_images,
                         generated_images, load_config, merge_batches, quiet_logs,
                         random_calibrated_detector, run_check, verdict)
-from mmaqd.integer import convert_detector
+from mmaqd.integer import convert_detector, sync_engine_units
 from mmaqd.integer.compare import code_agreement, exact_agreement
+from mmaqd.quant import set_integer_aware
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -70,8 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     engine = convert_detector(model)
     units = engine.head.output_units()
     # Per batch (val images may differ in size); statistics over all outputs together.
-    runs = dict(int=[], float=[], fake_quant=[])
-    progress = ProgressBar(len(images))
+    runs = dict(int=[], float=[], fake_quant=[], integer_aware=[])
+    progress = ProgressBar(2 * len(images))
     with torch.no_grad():
         for batch in images:
             runs['int'].append(engine(batch, 'int'))
@@ -79,13 +81,20 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             runs['fake_quant'].append(
                 model.bbox_head.raw_forward(model.neck(model.backbone(batch))))
             progress.update()
+        set_integer_aware(model)
+        sync_engine_units(model)
+        for batch in images:
+            runs['integer_aware'].append(
+                model.bbox_head.raw_forward(model.neck(model.backbone(batch))))
+            progress.update()
     print()
     kinds = range(len(units))
-    int_out, sim_out, fake_quant = ([merge_batches(outs, k) for k in kinds]
-                                    for outs in runs.values())
+    int_out, sim_out, fake_quant, integer_aware = ([merge_batches(outs, k) for k in kinds]
+                                                   for outs in runs.values())
     out_units = [list(units[k]) * len(images) for k in kinds]
     exact = exact_agreement(int_out, sim_out)
     vs_fq = code_agreement(int_out, fake_quant, out_units)
+    vs_aware = code_agreement(int_out, integer_aware, out_units)
     dtypes = sorted({str(t.dtype) for kind in int_out for t in kind})
     result = dict(
         config=osp.basename(args.config),
@@ -98,6 +107,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         vs_fakequant_max_lsb=vs_fq['max_lsb'],
         vs_fakequant_mean_lsb=vs_fq['mean_lsb'],
         vs_fakequant_relative_error=vs_fq['relative_error'],
+        vs_integer_aware_equal_fraction=vs_aware['equal_fraction'],
+        vs_integer_aware_max_lsb=vs_aware['max_lsb'],
         output_dtypes=dtypes,
         passed=exact['equal_fraction'] == 1.0 and dtypes == ['torch.int64'])
     print(f'{result["config"]}: {result["images"]} {source}, '
@@ -106,8 +117,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
           f'{exact["num_elements"]} head outputs (max |diff| {exact["max_abs_diff"]:g})')
     print(f'integer vs fake-quant: {100 * vs_fq["equal_fraction"]:.2f}% equal codes, '
           f'max {vs_fq["max_lsb"]:.1f} LSB, mean {vs_fq["mean_lsb"]:.2f} LSB, relative error '
-          f'{100 * vs_fq["relative_error"]:.2f}% (for information: training does not simulate '
-          f'the integer bias rounding and add alignment, so these differ)')
+          f'{100 * vs_fq["relative_error"]:.2f}% (for information: plain fake quantization does '
+          f'not simulate the integer bias rounding and add alignment, so these differ)')
+    print(f'integer vs integer-aware fake-quant: {100 * vs_aware["equal_fraction"]:.2f}% equal '
+          f'codes, max {vs_aware["max_lsb"]:.2f} LSB (IntegerAwareQATHook\'s forward)')
     print(verdict(result['passed'], f'the int64 engine equals its float64 simulation on '
                   f'{100 * exact["equal_fraction"]:.2f}% of {exact["num_elements"]} head outputs',
                   '100%, int64 outputs'))
