@@ -25,6 +25,9 @@ def test_random_init_model_is_proven_integer(config, bits, capsys):
     assert result['equal_fraction'] == 1.0 and result['max_abs_diff'] == 0.0
     assert 0.0 <= result['vs_fakequant_equal_fraction'] <= 1.0
     assert result['vs_fakequant_relative_error'] >= 0.0  # reported; see test_detector.py
+    # the integer-aware forward is the engine: every code equal
+    assert result['vs_integer_aware_equal_fraction'] == 1.0
+    assert result['vs_integer_aware_max_lsb'] < 0.5
     assert any(line.startswith('integer == simulation: 100.00%') for line in out)
     assert result['passed'] is True
     assert out[-2].startswith('PASS: the int64 engine equals its float64 simulation on 100.00% '
