@@ -1,4 +1,4 @@
-"""The benchmark tools' timing helpers by hand, and detector_costs.py on a tiny input."""
+"""The benchmark tools' timing helpers by hand; detector_costs.py, qat_step_costs.py on tiny inputs."""
 import json
 import os.path as osp
 
@@ -84,3 +84,15 @@ def test_deploy_accuracy_refuses_a_pair_without_checkpoint(capsys):
     with pytest.raises(SystemExit):
         accuracy.parse_args([CONFIGS[1], '--out', 'x.json'])
     assert 'is not CONFIG=CHECKPOINT' in capsys.readouterr().err
+
+
+def test_qat_step_costs_time_the_four_variants(tmp_path):
+    step_costs = load_tool('benchmarks/qat_step_costs.py')
+    out = tmp_path / 'steps.json'
+    result = step_costs.main([CONFIGS[2], CONFIGS[0], '--repeats', '1', '--batch', '2',
+                              '--size', '64', '--out', str(out)])
+    assert json.loads(out.read_text()) == result
+    assert set(result['ratio_to_plain']) == set(step_costs.VARIANTS)
+    assert result['ratio_to_plain']['plain'] == 1.0
+    for name, ratio in result['ratio_to_plain'].items():  # one round: the plain ratio
+        assert ratio == pytest.approx(result['seconds'][name] / result['seconds']['plain'])
