@@ -1,4 +1,5 @@
-"""The benchmark tools' timing helpers by hand; detector_costs.py, qat_step_costs.py on tiny inputs."""
+"""The benchmark tools' timing helpers by hand; detector_costs.py and qat_step_costs.py run
+on tiny inputs."""
 import json
 import os.path as osp
 

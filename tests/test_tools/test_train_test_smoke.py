@@ -149,7 +149,8 @@ def test_distilled_fine_tune_saves_only_the_student(tiny_data, tmp_path):
     fp_ckpt = osp.join(fp_dir, 'iter_2.pth')
     kd_config = osp.join(ROOT, 'configs/aqd/fcos_r18_fpn_aqd-w2a2-kd_synthetic.py')
     train_tool.main([kd_config, '--work-dir', kd_dir, '--cfg-options', 'train_cfg.max_iters=2',
-                     'default_hooks.logger.interval=1', f'load_from={fp_ckpt}', f'model.distill.teacher_ckpt={fp_ckpt}',
+                     'default_hooks.logger.interval=1', f'load_from={fp_ckpt}',
+                     f'model.distill.teacher_ckpt={fp_ckpt}',
                      f'model.distill.teacher_config={fp_config}', *opts])
     state = torch.load(osp.join(kd_dir, 'iter_2.pth'), map_location='cpu',
                        weights_only=False)['state_dict']
