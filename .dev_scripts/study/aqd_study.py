@@ -44,6 +44,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mmengine.config import Config
+
 from mmaqd.datasets import write_subset
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -63,7 +65,10 @@ COST_SECONDS_PER_REPEAT = 15
 INTEGER_EVAL_FACTOR = 5
 #: The quantized configs' AdamW lr (10x below the FP configs'), for the FP control.
 FINE_TUNE_LR = 1e-4
-STEM_8BIT = [dict(pattern=r'^backbone\.conv1$', w_bits=8)]
+#: The configs' own 8-bit patterns (configs/_base_/quantization/aqd_w4a4.py).
+QUANTIZATION = Config.fromfile(osp.join(ROOT, 'configs', '_base_', 'quantization',
+                                        'aqd_w4a4.py'))
+STEM_8BIT = [dict(pattern=QUANTIZATION.stem_pattern, w_bits=8)]
 
 
 @dataclass(frozen=True)
@@ -222,7 +227,7 @@ def progressive_hooks(iters: int) -> Dict:
     return dict(custom_hooks=[
         dict(type='BitWidthScheduleHook',
              schedule=[dict(begin=b, bits=bits) for b, bits in zip(begins, (8, 4, 3, 2))],
-             exclude=[r'^backbone\.conv1$', r'^bbox_head\.retina_(cls|reg)$']),
+             exclude=[QUANTIZATION.stem_pattern, QUANTIZATION.retinanet_predictor_pattern]),
         dict(type='QuantNaNGuardHook')])
 
 

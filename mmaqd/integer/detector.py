@@ -159,9 +159,8 @@ class IntegerFPN(nn.Module):
             units.append(self.outputs[-1].out_unit[0])
         used = len(lateral_units)
         if self.num_outs > used and self.add_extra_convs:
-            source = {'on_input': in_units[self.backbone_end_level - 1],
-                      'on_lateral': lateral_units[-1],
-                      'on_output': units[-1]}[self.add_extra_convs]
+            source = self._extra_source(lambda: in_units[self.backbone_end_level - 1],
+                                        lambda: lateral_units[-1], lambda: units[-1])
             for i in range(used, self.num_outs):
                 self.outputs.append(convert_conv_module(f'{name}.fpn_convs.{i}',
                                                         neck.fpn_convs[i], [source], links=links))
@@ -175,6 +174,11 @@ class IntegerFPN(nn.Module):
         self.extra_pool = IntMaxPool(1, 2, 0)
         self.extra_relu = IntReLU()
 
+    def _extra_source(self, on_input, on_lateral, on_output):
+        """What the first extra conv reads (mmdet's ``add_extra_convs``), for units or tensors."""
+        return {'on_input': on_input, 'on_lateral': on_lateral,
+                'on_output': on_output}[self.add_extra_convs]()
+
     def forward(self, inputs: Sequence[torch.Tensor], arith: str) -> Tuple[torch.Tensor, ...]:
         laterals = [layer(inputs[i + self.start_level], arith=arith)
                     for i, layer in enumerate(self.laterals)]
@@ -187,9 +191,8 @@ class IntegerFPN(nn.Module):
                 while len(outs) < self.num_outs:
                     outs.append(self.extra_pool(outs[-1]))
             else:
-                source = {'on_input': lambda: inputs[self.backbone_end_level - 1],
-                          'on_lateral': lambda: laterals[-1],
-                          'on_output': lambda: outs[-1]}[self.add_extra_convs]()
+                source = self._extra_source(lambda: inputs[self.backbone_end_level - 1],
+                                            lambda: laterals[-1], lambda: outs[-1])
                 outs.append(self.outputs[self.used](source, arith=arith))
                 for i in range(self.used + 1, self.num_outs):
                     prev = self.extra_relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]
