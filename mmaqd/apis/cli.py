@@ -1,9 +1,10 @@
-"""What the command-line tools share: arguments, quiet logs, verdicts and exit codes."""
+"""What the command-line tools share: arguments, quiet logs, results, verdicts, exit codes."""
 import argparse
+import json
 import logging
 import sys
 import traceback
-from typing import Callable
+from typing import Callable, Optional
 
 from mmengine.config import DictAction
 from mmengine.logging import MMLogger
@@ -49,6 +50,23 @@ def quiet_logs(verbose: bool) -> None:
     """
     if not verbose:
         MMLogger.get_current_instance().setLevel(logging.WARNING)
+
+
+def emit_result(result: dict, out: Optional[str] = None) -> dict:
+    """Write a tool's JSON result to ``out`` (if given) and print it as the last line.
+
+    Args:
+        result (dict): The result.
+        out (str, optional): A file for it (indented JSON).
+
+    Returns:
+        dict: ``result``.
+    """
+    if out:
+        with open(out, 'w') as f:
+            json.dump(result, f, indent=1)
+    print(json.dumps(result))
+    return result
 
 
 def verdict(passed: bool, what: str, requirement: str) -> str:

@@ -109,18 +109,26 @@ def conv_bn_pairs(model):
     return pairs
 
 
+def random_bns(model, gen):
+    """Random BN gammas (30% negative) and betas, so that folding and signs matter."""
+    with torch.no_grad():
+        for _, bn, _ in conv_bn_pairs(model):
+            c = bn.num_features
+            sign = torch.where(torch.rand(c, generator=gen) < 0.3, -1.0, 1.0)
+            bn.weight.copy_(sign * (0.5 + torch.rand(c, generator=gen)))
+            bn.bias.copy_(0.5 * torch.randn(c, generator=gen))
+
+
 def randomise_and_pre_round(model, seed=0):
     """Random per-level BN parameters and FCOS scales, in float64; then move each BN's
     running mean so that its folded bias is an exact integer number of accumulator units
     (the engine's only rounding that the fake-quant model does not simulate)."""
     gen = torch.Generator().manual_seed(seed)
     model.double()
+    random_bns(model, gen)
     with torch.no_grad():
         for conv, bn, level in conv_bn_pairs(model):
             c = bn.num_features
-            sign = torch.where(torch.rand(c, generator=gen) < 0.3, -1.0, 1.0)
-            bn.weight.copy_(sign * (0.5 + torch.rand(c, generator=gen)))
-            bn.bias.copy_(0.5 * torch.randn(c, generator=gen))
             bn.running_var.mul_(0.5 + torch.rand(c, generator=gen))
             bn.running_mean.add_(0.1 * torch.randn(c, generator=gen) * bn.running_var.sqrt())
         for scale in getattr(model.bbox_head, 'scales', []):

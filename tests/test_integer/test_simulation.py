@@ -6,19 +6,8 @@ from mmaqd.integer import apply_engine_links, convert_detector, engine_links, sy
 from mmaqd.integer.compare import code_agreement
 from mmaqd.quant import QAdd, set_integer_aware
 
-from .test_detector import conv_bn_pairs
+from .test_detector import random_bns
 from .tiny_detectors import tiny_config, tiny_detector, tiny_images
-
-
-def random_bns(model, seed=0):
-    """Random BN gammas (30% negative) and betas, so that folding and signs matter."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, bn, _ in conv_bn_pairs(model):
-            c = bn.num_features
-            sign = torch.where(torch.rand(c, generator=gen) < 0.3, -1.0, 1.0)
-            bn.weight.copy_(sign * (0.5 + torch.rand(c, generator=gen)))
-            bn.bias.copy_(0.5 * torch.randn(c, generator=gen))
 
 
 def head_outputs(model, x):
@@ -31,7 +20,7 @@ def head_outputs(model, x):
 def test_integer_aware_eval_forward_is_the_engine_on_every_output(detector, bits):
     """float32, no pre-rounding: every head output is the engine's integer times its unit."""
     model = tiny_detector(detector, bits)
-    random_bns(model)
+    random_bns(model, torch.Generator().manual_seed(0))
     engine = convert_detector(model)
     x = tiny_images(2, seed=3)
     units = engine.head.output_units()

@@ -26,7 +26,6 @@ Example::
 """
 import argparse
 import io
-import json
 import os.path as osp
 import statistics
 import tempfile
@@ -36,7 +35,8 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-from mmaqd.apis import build_detector, calibrate, generated_images, load_trained
+from mmaqd.apis import (build_detector, calibrate, emit_result, generated_images,
+                        load_trained)
 from mmaqd.integer import convert_detector
 from mmaqd.integer.detector import head_outputs
 from mmaqd.integer.export import export_integer
@@ -198,11 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     print('file sizes:')
     for name, size in sizes.items():
         print(f'  {name:<34}{size / 1e6:9.2f} MB  {result["file_vs_fp32"][name]:.3f}x FP32')
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=1)
-    print(json.dumps(result))
-    return result
+    return emit_result(result, args.out)
 
 
 if __name__ == '__main__':

@@ -18,7 +18,6 @@ Example::
         configs/aqd/retinanet_r18_fpn_aqd-fp32_synthetic.py --repeats 5
 """
 import argparse
-import json
 import os.path as osp
 import tempfile
 from typing import Callable, Dict, Optional, Sequence
@@ -26,7 +25,7 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 from mmengine.optim import build_optim_wrapper
 
-from mmaqd.apis import build_detector, calibrate, generated_images, load_config
+from mmaqd.apis import build_detector, calibrate, emit_result, generated_images, load_config
 from mmaqd.integer import sync_engine_units
 from mmaqd.quant import set_integer_aware
 from mmaqd.utils import interleaved_times, median_ratio
@@ -100,11 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for name in VARIANTS:
         print(f'{name:26s} {result["seconds"][name]:6.2f} s per step, '
               f'{result["ratio_to_plain"][name]:.2f}x the plain step')
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=1)
-    print(json.dumps(result))
-    return result
+    return emit_result(result, args.out)
 
 
 if __name__ == '__main__':
