@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .fixed_point import DEFAULT_FRAC_BITS, apply_fixed_point, fixed_point_multiplier
-from .ste import round_ste
+from .ste import floor_ste, round_ste
 
 
 class AddAlignment(NamedTuple):
@@ -118,10 +118,17 @@ class QAdd(nn.Module):
         shape = (1, -1) + (1, ) * (x.dim() - 2)
         unit_x = self.unit_x.to(x).view(shape)
         unit_y = self.unit_y.to(x).view(shape)
-        xi = apply_fixed_point(round_ste(x / unit_x), align.mantissa_x.view(shape),
-                               self.frac_bits)
-        yi = apply_fixed_point(round_ste(y / unit_y), align.mantissa_y.view(shape),
-                               self.frac_bits)
+        if self.training:  # in the tensors' dtype: exact enough to train on, and fast
+            scale = 2.0**-self.frac_bits
+            mx = (align.mantissa_x.to(x) * scale).view(shape)
+            my = (align.mantissa_y.to(x) * scale).view(shape)
+            xi = floor_ste(round_ste(x / unit_x) * mx + 0.5)
+            yi = floor_ste(round_ste(y / unit_y) * my + 0.5)
+        else:  # in float64: the engine's integers exactly
+            xi = apply_fixed_point(round_ste(x / unit_x), align.mantissa_x.view(shape),
+                                   self.frac_bits)
+            yi = apply_fixed_point(round_ste(y / unit_y), align.mantissa_y.view(shape),
+                                   self.frac_bits)
         return align.output_unit.to(x).view(shape) * (xi + yi)
 
     def extra_repr(self) -> str:

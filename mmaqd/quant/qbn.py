@@ -138,6 +138,9 @@ class QBN(nn.BatchNorm2d):
         simulate = self.simulate_bias_rounding and self.input_unit is not None
         if not simulate and not self.synchronised():
             return super().forward(x)
+        if simulate and self.training and not self.synchronised() and self.affine and \
+                self.track_running_stats:
+            return self._train_forward_rounded(x)
         self._check_input_dim(x)
         use_batch_stats = self.training or self.running_mean is None
         if use_batch_stats:
@@ -152,6 +155,10 @@ class QBN(nn.BatchNorm2d):
         if not simulate:
             return ((x - mean.view(1, -1, 1, 1)) * multiplier.view(1, -1, 1, 1) +
                     beta.view(1, -1, 1, 1))
+        if self.training:
+            plain = ((x - mean.view(1, -1, 1, 1)) * multiplier.view(1, -1, 1, 1) +
+                     beta.view(1, -1, 1, 1))
+            return plain + self._rounding_correction(gamma, beta, mean, multiplier, x)
         unit = self.input_unit.to(x)
         # gamma = 0: the channel is the constant beta, on the grid (as the engine has it)
         constant = multiplier == 0
@@ -162,6 +169,41 @@ class QBN(nn.BatchNorm2d):
             out = torch.where(constant.view(1, -1, 1, 1), bias.view(1, -1, 1, 1).expand_as(out),
                               out)
         return out
+
+    @torch.no_grad()
+    def _rounding_correction(self, gamma: torch.Tensor, beta: torch.Tensor, mean: torch.Tensor,
+                             multiplier: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``g' * (S * round(c / S) - c)``, ``c = beta / g' - mu``: what the grid adds.
+
+        Added to the plain BN output as a constant (straight-through rounding), it
+        gives ``g' * (x + S * round(c / S))``; a ``gamma = 0`` channel gets
+        ``S * round(beta / S) - beta``, which makes it the constant ``beta`` on the grid.
+        """
+        unit = self.input_unit.to(like)
+        constant = multiplier == 0
+        safe = torch.where(constant, torch.ones_like(multiplier), multiplier)
+        shift = torch.where(constant, beta, beta / safe - mean)
+        error = unit * torch.round(shift / unit) - shift
+        return torch.where(constant, error, safe * error).view(1, -1, 1, 1)
+
+    def _train_forward_rounded(self, x: torch.Tensor) -> torch.Tensor:
+        """Training forward with the bias on the grid: mmdet's fused BN plus the rounding.
+
+        ``g' * (x + S * round(c / S))`` with ``c = beta / g' - mu`` equals the plain
+        BN output ``g' * (x + c)`` plus ``g' * (S * round(c / S) - c)``; the fused
+        kernel computes the first part (and updates the running statistics), the
+        rounding error is added as a constant (straight-through): the numbers and
+        gradients of the unfused training path, several times faster.
+        """
+        self._check_input_dim(x)
+        self.num_batches_tracked.add_(1)
+        factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                  else self.momentum)
+        out, mean, invstd = torch.ops.aten.native_batch_norm(
+            x, self.weight, self.bias, self.running_mean, self.running_var, True, factor,
+            self.eps)
+        multiplier = self.weight.detach() * invstd
+        return out + self._rounding_correction(self.weight, self.bias, mean, multiplier, x)
 
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
