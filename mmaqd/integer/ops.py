@@ -40,30 +40,58 @@ def _channel(t: torch.Tensor, ndim: int) -> torch.Tensor:
     return t.view(1, -1, *([1] * (ndim - 2))) if t.numel() > 1 else t.reshape(())
 
 
-def _float_multiply_shift(v: torch.Tensor, m0: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``floor(v * m0 / 2^shift + 1/2)`` exactly in float64 (``m0 < 2^31``, ``16 <= shift <= 52``).
+#: ``|x|`` below ``2^FLOAT_MAX_INPUT_BITS`` is requantized exactly (as by the integer engine).
+FLOAT_MAX_INPUT_BITS = 46
 
-    ``v * m0`` can exceed 2^53, so ``m0`` is split as ``hi * 2^16 + lo``:
-    ``v * m0 / 2^s = a / 2^(s-16) + b / 2^s`` with ``a = v * hi`` and ``b = v * lo``
-    (exact). The integer part of ``a / 2^(s-16)`` is split off exactly; the rest is
-    small enough for float64 while ``|v| < 2^35``.
+
+def _float_multiply_shift(v: torch.Tensor, m0: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``floor(v * m0 / 2^shift + 1/2)`` exactly in float64.
+
+    For ``|v| < 2^46``, ``0 <= m0 < 2^31`` and ``16 <= shift <= 52``, the limits of
+    the integer engine's split product. ``v * m0`` can reach 2^77, so both factors
+    are split, ``v = vh * 2^23 + vl`` (``0 <= vl < 2^23``) and ``m0 = hi * 2^16 + lo``,
+    into four exact partial products ``t * 2^e``. Each is divided by ``2^shift``
+    into a whole part and a remainder below ``2^shift`` (both exact, as scaling by
+    a power of two and taking a fraction are); the remainders and the rounding
+    half are added with carries, so no sum leaves float64's exact range.
+
+    Raises:
+        ValueError: If a shift is outside ``16..52``.
+        OverflowError: If ``|v|`` reaches 2^46, or the result could reach 2^52.
     """
     if (shift < FLOAT_MIN_SHIFT).any() or (shift > FLOAT_MAX_SHIFT).any():
         raise ValueError(f'float simulation supports shifts {FLOAT_MIN_SHIFT}..'
                          f'{FLOAT_MAX_SHIFT}, got {shift.unique().tolist()}')
-    if v.numel() and v.abs().max() >= 2**35:
-        raise OverflowError('requantize: |x| reaches 2^35; the float simulation would not '
-                            'be exact')
+    if not v.numel():
+        return v.clone()
+    max_v = float(v.abs().max())
+    if max_v >= 2**FLOAT_MAX_INPUT_BITS:
+        raise OverflowError(f'requantize: max |x| = {max_v:.0f} reaches '
+                            f'2^{FLOAT_MAX_INPUT_BITS}; the float simulation would not be exact')
+    max_m0, min_shift = int(m0.max()), int(shift.min())
+    if int(m0.min()) < 0 or max_m0 >= 2**31:
+        raise ValueError(f'float simulation needs mantissas in [0, 2^31), got {int(m0.min())}..'
+                         f'{max_m0}')
+    if int(max_v) * max_m0 >= 2**(52 + min_shift):
+        raise OverflowError(f'requantize: max |x| = {max_v:.0f} times max m0 = {max_m0} over '
+                            f'2^{min_shift} could reach 2^52; the float simulation would not '
+                            f'be exact')
     m0 = m0.to(torch.float64)
-    shift = shift.to(torch.float64)
+    pow_s = torch.pow(2.0, shift.to(torch.float64))
     hi = torch.floor(m0 / 2**16)
     lo = m0 - hi * 2**16
-    a, b = v * hi, v * lo
-    pow_k = torch.pow(2.0, shift - 16)
-    a_hi = torch.floor(a / pow_k)
-    a_lo = a - a_hi * pow_k
-    pow_s = torch.pow(2.0, shift)
-    return a_hi + torch.floor((a_lo * 2**16 + b + pow_s / 2) / pow_s)
+    vh = torch.floor(v / 2**23)
+    vl = v - vh * 2**23
+    whole = torch.zeros_like(v * pow_s)
+    rest = torch.zeros_like(whole)
+    for t, e in ((vh * hi, 39), (vh * lo, 23), (vl * hi, 16), (vl * lo, 0), (pow_s / 2, 0)):
+        y = t * 2.0**e / pow_s
+        q = torch.floor(y)
+        rest = rest + (y - q) * pow_s
+        carry = torch.floor(rest / pow_s)
+        whole = whole + q + carry
+        rest = rest - carry * pow_s
+    return whole
 
 
 def requantize(x: torch.Tensor, m0: torch.Tensor, shift: torch.Tensor, qmin: int, qmax: int,

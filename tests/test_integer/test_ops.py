@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mmaqd.integer import ops, quantize_multiplier
-from mmaqd.integer.ops import FLOAT_MAX_SHIFT
+from mmaqd.integer.ops import FLOAT_MAX_INPUT_BITS, FLOAT_MAX_SHIFT
 
 FLOAT_MIN_SHIFT = 16
 
@@ -137,15 +137,37 @@ def test_requantize_float_rejects_shift_outside_range(shift):
                                       expected_requant(-7, 2**30, shift, -2**62, 2**62)]
 
 
+def test_requantize_float_is_exact_up_to_the_engine_input_limit():
+    # The float simulation covers what the engine's split product covers: |x| < 2^46
+    # with any mantissa below 2^31, as long as the result stays below 2^52.
+    rng = random.Random(46)
+    m0 = torch.tensor([2**31 - 1, 2**30 + 1, 114311604, 1])
+    shift = torch.tensor([FLOAT_MAX_SHIFT, FLOAT_MAX_SHIFT - 1, FLOAT_MAX_SHIFT, 40])
+    big = 2**FLOAT_MAX_INPUT_BITS - 1
+    edge = [big, -big, 2**35, -(2**35) - 1, 2**31 + 12345, 0, -1]
+    # Exact ties (x * m0 an odd multiple of 2^(shift-1)) in channel 3: x = (2k+1) * 2^39.
+    ties = [(2 * k + 1) * 2**39 for k in range(-3, 3)]
+    columns = [edge + [rng.randrange(-big, big) for _ in range(9)] for _ in range(3)]
+    columns.append(edge[:1] + ties + [rng.randrange(-big, big) for _ in range(9)])
+    x = torch.tensor(list(zip(*columns))).view(-1, 4, 1, 1)
+    out = both_ariths(ops.requantize, x, m0, shift, -2**51, 2**51)
+    expected = [[expected_requant(v, int(m0[c]), int(shift[c]), -2**51, 2**51)
+                 for c, v in enumerate(row)] for row in x.view(-1, 4).tolist()]
+    assert out.view(-1, 4).tolist() == expected
+    assert out[1:7, 3].flatten().tolist() == [(2 * k + 1 + 1) // 2 for k in range(-3, 3)]
+
+
 def test_requantize_float_rejects_large_inputs():
     m0, shift = torch.tensor([2**31 - 1]), torch.tensor([FLOAT_MAX_SHIFT])
-    edge = torch.tensor([2**35 - 1, -(2**35 - 1), 2**31 + 12345])
-    out = both_ariths(ops.requantize, edge, m0, shift, -2**40, 2**40)
-    assert out.tolist() == [expected_requant(v, 2**31 - 1, FLOAT_MAX_SHIFT, -2**40, 2**40)
-                            for v in edge.tolist()]
-    for bad in (2.0**35, -2.0**35):
-        with pytest.raises(OverflowError, match=r'requantize: \|x\| reaches 2\^35'):
+    for bad in (2.0**FLOAT_MAX_INPUT_BITS, -2.0**FLOAT_MAX_INPUT_BITS):
+        with pytest.raises(OverflowError, match=re.escape(
+                f'requantize: max |x| = {abs(bad):.0f} reaches 2^{FLOAT_MAX_INPUT_BITS}')):
             ops.requantize(torch.tensor([0.0, bad]), m0, shift, -10, 10, 'float')
+    # A result that could reach 2^52 is refused too (here 2^45 * 2^31 / 2^16 = 2^60).
+    with pytest.raises(OverflowError, match=r'times max m0 = 2147483647 over 2\^16 could reach'):
+        ops.requantize(torch.tensor([2.0**45]), m0, torch.tensor([16]), -10, 10, 'float')
+    with pytest.raises(ValueError, match=r'mantissas in \[0, 2\^31\), got -3\.\.-3'):
+        ops.requantize(torch.tensor([1.0]), torch.tensor([-3]), shift, -10, 10, 'float')
 
 
 @pytest.mark.parametrize('frac_bits', [0, 1, 15, 20])
