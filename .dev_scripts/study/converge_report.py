@@ -1,0 +1,198 @@
+"""The converging study's table, plot and README block, from ``accuracy_study.json``.
+
+Reads the flat rows that ``aqd_study.py --plan converge`` writes (``data``,
+``detector``, ``method``, ``bits``, ``iters``, ``seed``, ``mAP``, ``fp_mAP``) and
+writes, next to the JSON, ``accuracy_study.md`` (one table per data set and
+detector) and ``accuracy_study.png`` (mAP vs fine-tune iterations per bit width);
+README's block between ``<!-- accuracy-study:begin -->`` and
+``<!-- accuracy-study:end -->`` gets the same tables.
+
+Example::
+
+    python .dev_scripts/study/converge_report.py docs/results/accuracy_study.json
+"""
+import argparse
+import json
+import os.path as osp
+import statistics
+from collections import defaultdict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+BEGIN, END = '<!-- accuracy-study:begin -->', '<!-- accuracy-study:end -->'
+#: Table columns: (method in the rows, heading).
+COLUMNS = (('fp_continued', 'FP trained on'), ('aqd', 'AQD'), ('aqd_kd', 'AQD + distillation'),
+           ('aqd_float', 'AQD, plain fake-quant'), ('integer', 'integer engine (AQD model)'))
+BITS_ORDER = (4, 3, 2)
+#: The plan's fine-tune lengths (the plot's x ticks).
+PLAN_ITERS = (100, 300, 900)
+
+Cell = Dict[str, float]
+Key = Tuple[str, str, str, int, int]  # data, detector, method, bits, iters
+
+
+def aggregate(rows: Sequence[Dict]) -> Dict[Key, Cell]:
+    """mAP per (data, detector, method, bits, iters): mean, sample std, seed count.
+
+    Args:
+        rows (list[dict]): The study's rows.
+
+    Returns:
+        dict: ``key -> {'map', 'std', 'n'}`` (``std`` 0 for one seed).
+    """
+    groups: Dict[Key, List[float]] = defaultdict(list)
+    for row in rows:
+        key = (row['data'], row['detector'], row['method'], int(row['bits']), int(row['iters']))
+        groups[key].append(float(row['mAP']))
+    return {key: dict(map=statistics.fmean(maps), n=len(maps),
+                      std=statistics.stdev(maps) if len(maps) > 1 else 0.0)
+            for key, maps in groups.items()}
+
+
+def fp_start(rows: Sequence[Dict], data: str, detector: str) -> Optional[float]:
+    """The FP model the fine-tunes start from: its mAP, or None before its row exists."""
+    starts = [r['fp_mAP'] for r in rows
+              if (r['data'], r['detector']) == (data, detector) and r['method'] != 'fp']
+    fps = [r['mAP'] for r in rows
+           if (r['data'], r['detector'], r['method']) == (data, detector, 'fp')]
+    values = starts or fps
+    return values[0] if values else None
+
+
+def format_cell(cell: Optional[Cell]) -> str:
+    """``0.424``, or ``0.424 ± 0.012 (3)`` over seeds; ``–`` for no row yet."""
+    if cell is None:
+        return '–'
+    if cell['n'] == 1:
+        return f'{cell["map"]:.3f}'
+    return f'{cell["map"]:.3f} ± {cell["std"]:.3f} ({cell["n"]})'
+
+
+def setup_table(table: Dict[Key, Cell], rows: Sequence[Dict], data: str, detector: str) -> str:
+    """One markdown table: a line per (iterations, bits), a column per method.
+
+    Args:
+        table (dict): From :func:`aggregate`.
+        rows (list[dict]): The rows (for the start model's mAP).
+        data (str): Data set.
+        detector (str): Detector.
+
+    Returns:
+        str: The table, with AQD's distance from the start model in the last column.
+    """
+    start = fp_start(rows, data, detector)
+    head = ['fine-tune iterations', 'bits', *(name for _, name in COLUMNS), 'AQD − FP start']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    iters = sorted({k[4] for k in table if k[:2] == (data, detector) and k[2] != 'fp'})
+    for it in iters:
+        fp = table.get((data, detector, 'fp_continued', 32, it))
+        for bits in BITS_ORDER:
+            cells = {m: table.get((data, detector, m, bits, it)) for m, _ in COLUMNS}
+            if not any(cells.values()):
+                continue
+            cells['fp_continued'] = fp
+            aqd = cells['aqd']
+            gap = f'{100 * (aqd["map"] - start):+.1f} AP' if aqd and start is not None else '–'
+            lines.append('| ' + ' | '.join([str(it), str(bits), *(format_cell(cells[m])
+                                                                  for m, _ in COLUMNS), gap])
+                         + ' |')
+    return '\n'.join(lines)
+
+
+def render(rows: Sequence[Dict], figure: Optional[str] = None) -> str:
+    """The tables of every data set and detector in the rows, with their start models."""
+    table = aggregate(rows)
+    parts = []
+    for data, detector in sorted({(r['data'], r['detector']) for r in rows}):
+        start = fp_start(rows, data, detector)
+        start_text = f'{start:.3f}' if start is not None else 'not trained yet'
+        parts += [f'**{detector}, {data}** (FP start model: bbox mAP {start_text})', '',
+                  setup_table(table, rows, data, detector), '']
+    if figure:
+        parts += [f'![mAP vs fine-tune iterations]({figure})', '']
+    return '\n'.join(parts).rstrip() + '\n'
+
+
+def plot(rows: Sequence[Dict], path: str) -> None:
+    """mAP vs fine-tune iterations: a line per bit width (AQD solid, distilled dashed).
+
+    Args:
+        rows (list[dict]): The study's rows.
+        path (str): PNG file to write.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    table = aggregate(rows)
+    setups = sorted({(r['data'], r['detector']) for r in rows})
+    fig, axes = plt.subplots(1, len(setups), figsize=(4.4 * len(setups), 3.6), squeeze=False)
+    for ax, (data, detector) in zip(axes[0], setups):
+        start = fp_start(rows, data, detector)
+        if start is not None:
+            ax.axhline(start, color='k', linestyle='--', label='FP start')
+        for method, style, bits_set in (('fp_continued', 'k^-', (32, )), ('aqd', 'o-', BITS_ORDER),
+                                        ('aqd_kd', 's--', BITS_ORDER)):
+            for bits in bits_set:
+                points = sorted((k[4], c) for k, c in table.items()
+                                if k[:4] == (data, detector, method, bits))
+                if not points:
+                    continue
+                label = 'FP trained on' if bits == 32 else \
+                    f'w{bits}a{bits} {"AQD" if method == "aqd" else "AQD + KD"}'
+                ax.errorbar([p for p, _ in points], [c['map'] for _, c in points],
+                            yerr=[c['std'] for _, c in points], fmt=style, capsize=3,
+                            label=label, color=None if bits == 32 else f'C{BITS_ORDER.index(bits)}')
+        ax.set_title(f'{detector}, {data}', fontsize=10)
+        ax.set_xscale('log')
+        ax.set_xticks(list(PLAN_ITERS), [str(i) for i in PLAN_ITERS])
+        ax.set_xlim(PLAN_ITERS[0] * 0.7, PLAN_ITERS[-1] * 1.4)
+        ax.set_xlabel('fine-tune iterations from FP')
+        ax.set_ylabel('bbox mAP')
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the part between :data:`BEGIN` and :data:`END` replaced by ``block``.
+
+    Raises:
+        ValueError: If the markers are missing or out of order.
+    """
+    begin, end = text.find(BEGIN), text.find(END)
+    if begin < 0 or end < begin:
+        raise ValueError(f'README has no {BEGIN} ... {END} block')
+    return text[:begin + len(BEGIN)] + '\n' + block + text[end:]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    parser = argparse.ArgumentParser(description='Tables and plot of the converging AQD study')
+    parser.add_argument('results', help='accuracy_study.json written by aqd_study.py')
+    parser.add_argument('--readme', default=osp.join(ROOT, 'README.md'),
+                        help='README whose accuracy-study block to replace ("" to skip)')
+    args = parser.parse_args(argv)
+    with open(args.results) as f:
+        rows = json.load(f)
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f'{args.results}: expected a non-empty list of rows')
+    stem = osp.splitext(args.results)[0]
+    plot(rows, stem + '.png')
+    md = (f'# Converging AQD study\n\nMade by `python .dev_scripts/study/converge_report.py '
+          f'{osp.relpath(args.results, ROOT)}` from the rows of `aqd_study.py --plan converge`. '
+          'Cells: bbox mAP on the full val split; mean ± sample std (seeds) where a row has '
+          'several seeds.\n\n' + render(rows, osp.basename(stem) + '.png'))
+    with open(stem + '.md', 'w') as f:
+        f.write(md)
+    if args.readme:
+        with open(args.readme) as f:
+            text = f.read()
+        figure = osp.relpath(stem + '.png', osp.dirname(osp.abspath(args.readme)))
+        with open(args.readme, 'w') as f:
+            f.write(replace_block(text, render(rows, figure)))
+    print(md)
+    return md
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,55 @@
+"""The converging study's report: cells, gaps and the README block, by hand."""
+import json
+
+import pytest
+
+from tests.conftest import load_script
+
+report = load_script('.dev_scripts/study/converge_report.py')
+
+
+def _row(method, bits, iters, seed, m_ap, fp_map=0.6):
+    return dict(data='synthetic', detector='retinanet', method=method, bits=bits, iters=iters,
+                seed=seed, mAP=m_ap, fp_mAP=fp_map)
+
+
+ROWS = [_row('fp', 32, 500, 0, 0.6), _row('aqd', 2, 300, 0, 0.40), _row('aqd', 2, 300, 1, 0.44),
+        _row('integer', 2, 300, 0, 0.41), _row('fp_continued', 32, 300, 0, 0.7),
+        _row('aqd', 4, 300, 0, 0.65), _row('aqd_kd', 4, 100, 0, 0.5)]
+
+
+def test_cells_are_means_and_sample_stds_over_seeds():
+    table = report.aggregate(ROWS)
+    cell = table[('synthetic', 'retinanet', 'aqd', 2, 300)]
+    assert cell['n'] == 2 and cell['map'] == pytest.approx(0.42)
+    assert cell['std'] == pytest.approx((2 * 0.02**2) ** 0.5)  # sample std, n - 1 = 1
+    assert report.format_cell(cell) == '0.420 ± 0.028 (2)'
+    assert report.format_cell(table[('synthetic', 'retinanet', 'aqd', 4, 300)]) == '0.650'
+    assert report.format_cell(None) == '–'
+
+
+def test_table_lines_per_iterations_and_bits_with_the_gap_to_the_start_model():
+    lines = report.setup_table(report.aggregate(ROWS), ROWS, 'synthetic', 'retinanet')
+    lines = lines.splitlines()
+    assert lines[0].startswith('| fine-tune iterations | bits | FP trained on | AQD |')
+    assert lines[2:] == [
+        '| 100 | 4 | – | – | 0.500 | – | – | – |',
+        '| 300 | 4 | 0.700 | 0.650 | – | – | – | +5.0 AP |',
+        '| 300 | 2 | 0.700 | 0.420 ± 0.028 (2) | – | – | 0.410 | -18.0 AP |',
+    ]
+
+
+def test_main_writes_the_report_plot_and_readme_block(tmp_path):
+    results = tmp_path / 'accuracy_study.json'
+    results.write_text(json.dumps(ROWS))
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'intro\n{report.BEGIN}\nold\n{report.END}\nrest\n')
+    report.main([str(results), '--readme', str(readme)])
+    text = readme.read_text()
+    assert 'old' not in text and text.startswith('intro\n') and text.endswith('rest\n')
+    assert '(FP start model: bbox mAP 0.600)' in text and '![mAP vs fine-tune iterations]' in text
+    assert (tmp_path / 'accuracy_study.png').stat().st_size > 0
+    assert '0.420 ± 0.028 (2)' in (tmp_path / 'accuracy_study.md').read_text()
+    readme.write_text('no markers\n')
+    with pytest.raises(ValueError, match='README has no <!-- accuracy-study:begin -->'):
+        report.main([str(results), '--readme', str(readme)])
