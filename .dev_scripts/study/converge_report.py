@@ -18,6 +18,8 @@ import statistics
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mmaqd.utils import replace_marked_block
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BEGIN, END = '<!-- accuracy-study:begin -->', '<!-- accuracy-study:end -->'
 #: Table columns: (method in the rows, heading).
@@ -154,18 +156,6 @@ def plot(rows: Sequence[Dict], path: str) -> None:
     plt.close(fig)
 
 
-def replace_block(text: str, block: str) -> str:
-    """``text`` with the part between :data:`BEGIN` and :data:`END` replaced by ``block``.
-
-    Raises:
-        ValueError: If the markers are missing or out of order.
-    """
-    begin, end = text.find(BEGIN), text.find(END)
-    if begin < 0 or end < begin:
-        raise ValueError(f'README has no {BEGIN} ... {END} block')
-    return text[:begin + len(BEGIN)] + '\n' + block + text[end:]
-
-
 def main(argv: Optional[Sequence[str]] = None) -> str:
     parser = argparse.ArgumentParser(description='Tables and plot of the converging AQD study')
     parser.add_argument('results', help='accuracy_study.json written by aqd_study.py')
@@ -189,7 +179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
             text = f.read()
         figure = osp.relpath(stem + '.png', osp.dirname(osp.abspath(args.readme)))
         with open(args.readme, 'w') as f:
-            f.write(replace_block(text, render(rows, figure)))
+            f.write(replace_marked_block(text, render(rows, figure), BEGIN, END))
     print(md)
     return md
 

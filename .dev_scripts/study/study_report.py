@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from mmaqd.utils import replace_marked_block
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 README_BEGIN, README_END = '<!-- study:begin -->', '<!-- study:end -->'
 #: AQD's accuracy goals: how far below FP each bit width may be, in mAP (0.01 = 1 AP).
@@ -286,25 +288,6 @@ def plot(table: Dict[Key, Dict[str, float]], path: str) -> None:
     plt.close(fig)
 
 
-def replace_block(text: str, block: str) -> str:
-    """``text`` with the part between the README markers replaced by ``block``.
-
-    Args:
-        text (str): README text.
-        block (str): The new content.
-
-    Returns:
-        str: The new README text.
-
-    Raises:
-        ValueError: If the markers are missing or out of order.
-    """
-    begin, end = text.find(README_BEGIN), text.find(README_END)
-    if begin < 0 or end < begin:
-        raise ValueError(f'README has no {README_BEGIN} ... {README_END} block')
-    return text[:begin + len(README_BEGIN)] + '\n' + block + '\n' + text[end:]
-
-
 def render(results: Dict, figure: str, notes: Optional[str] = None) -> str:
     """The markdown report of one results file.
 
@@ -507,7 +490,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                  '[docs/benchmarks.md](docs/benchmarks.md)). Cells: bbox mAP, mean ± std '
                  '(seeds).\n\n' + main_table(aggregate(results['rows'])))
         with open(args.readme, 'w') as f:
-            f.write(replace_block(text, block))
+            f.write(replace_marked_block(text, block, README_BEGIN, README_END))
     if args.zoo:
         relative = osp.relpath(osp.abspath(args.results), ROOT)
         pages = {'README.md': zoo_page(results, relative), 'metafile.yml': zoo_metafile(results)}

@@ -271,8 +271,9 @@ def test_report_plot_and_readme_block(tmp_path):
     assert '0.615 (1)' in new
     with open(tmp_path / 'benchmarks_map_vs_bits.png', 'rb') as f:
         assert f.read(4) == b'\x89PNG'
+    readme.write_text('no markers\n')
     with pytest.raises(ValueError, match='study:begin'):
-        report.replace_block('no markers', 'x')
+        report.main([str(src), '--md', str(md), '--readme', str(readme), '--zoo', ''])
 
 
 def test_fp_checkpoint_replaces_training_by_evaluation(tmp_path, monkeypatch):

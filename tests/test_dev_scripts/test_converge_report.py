@@ -51,5 +51,5 @@ def test_main_writes_the_report_plot_and_readme_block(tmp_path):
     assert (tmp_path / 'accuracy_study.png').stat().st_size > 0
     assert '0.420 ± 0.028 (2)' in (tmp_path / 'accuracy_study.md').read_text()
     readme.write_text('no markers\n')
-    with pytest.raises(ValueError, match='README has no <!-- accuracy-study:begin -->'):
+    with pytest.raises(ValueError, match='the text has no <!-- accuracy-study:begin -->'):
         report.main([str(results), '--readme', str(readme)])
