@@ -6,8 +6,8 @@ generated images), converts it to the integer engine and runs, on the same image
 - the integer engine (int64 only) and its float64 deploy-mode simulation, which
   must agree on every output element (``equal_fraction`` 1.0);
 - the fake-quant model, whose head outputs are compared with the engine's in
-  output units (LSB): plain (for information) and integer-aware (the forward of
-  IntegerAwareQATHook's training, which computes the engine's integers).
+  output units (LSB): plain (for information) and integer-aware (the eval-mode
+  forward that IntegerAwareQATHook sets up, which computes the engine's integers).
 
 It ends with one verdict line (PASS / FAIL and the requirement) and one JSON
 object with the numbers. Exit code 0: passed, 1: the check failed, 2: it could not

@@ -55,20 +55,22 @@ def apply_engine_links(links: EngineLinks) -> Dict[str, int]:
     """Set the units and requantizations of :func:`engine_links` on the fake-quant layers.
 
     A BN that the engine folds with different units on different levels (one BN
-    shared by the levels of a head) keeps its float bias.
+    shared by the levels of a head) keeps its float bias; an input quantizer read
+    on levels whose producers have different units (one quantizer shared by the
+    levels) keeps plain fake quantization.
 
     Args:
         links (EngineLinks): From :func:`engine_links`.
 
     Returns:
         dict: How many BNs, adds and quantizers were given units, and how many BNs
-        were left float (``'bn_shared'``).
+        were left float (``'bn_shared'``) and quantizers plain (``'requant_shared'``).
     """
     by_bn: Dict[int, tuple] = {}
     for bn, _, unit in links.bn_units:
         bn_units = by_bn.setdefault(id(bn), (bn, []))[1]
         bn_units.append(unit.reshape(-1))
-    counts = {'bn': 0, 'bn_shared': 0, 'add': 0, 'requant': 0}
+    counts = {'bn': 0, 'bn_shared': 0, 'add': 0, 'requant': 0, 'requant_shared': 0}
     for bn, units in by_bn.values():
         if not isinstance(bn, QBN):
             continue
@@ -81,9 +83,17 @@ def apply_engine_links(links: EngineLinks) -> Dict[str, int]:
     for qadd, unit_x, unit_y in links.add_units:
         qadd.set_units(unit_x, unit_y)
         counts['add'] += 1
+    by_quantizer: Dict[int, tuple] = {}
     for quantizer, unit, m0, shift in links.requants:
-        quantizer.engine_requant = EngineRequant(unit, m0, shift)
-        counts['requant'] += 1
+        by_quantizer.setdefault(id(quantizer), (quantizer, []))[1].append((unit, m0, shift))
+    for quantizer, entries in by_quantizer.values():
+        first = entries[0]
+        if all(all(torch.equal(a, b) for a, b in zip(first, other)) for other in entries[1:]):
+            quantizer.engine_requant = EngineRequant(*first)
+            counts['requant'] += 1
+        else:  # one quantizer read on levels with different producer units
+            quantizer.engine_requant = None
+            counts['requant_shared'] += 1
     return counts
 
 

@@ -193,7 +193,8 @@ class QBN(nn.BatchNorm2d):
         BN output ``g' * (x + c)`` plus ``g' * (S * round(c / S) - c)``; the fused
         kernel computes the first part (and updates the running statistics), the
         rounding error is added as a constant (straight-through): the numbers and
-        gradients of the unfused training path, several times faster.
+        gradients of the unfused training path up to float rounding (the kernel's
+        batch statistics may differ in the last bit), several times faster.
         """
         self._check_input_dim(x)
         self.num_batches_tracked.add_(1)

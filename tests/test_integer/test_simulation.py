@@ -73,3 +73,17 @@ def test_nothing_is_set_before_every_quantizer_has_a_scale():
     model.bbox_head.retina_cls.input_quantizers[2].initialized.fill_(False)
     assert sync_engine_units(model) is None
     assert model.backbone.norm1.input_unit is None
+
+
+def test_a_quantizer_shared_by_levels_with_different_units_stays_plain():
+    model = tiny_detector('retinanet', 4)
+    set_integer_aware(model)
+    links = engine_links(model)
+    quantizer, unit, m0, shift = links.requants[-1]
+    links.requants.append((quantizer, unit, m0, shift))  # the same on a second level: kept
+    counts = apply_engine_links(links)
+    assert counts['requant_shared'] == 0 and quantizer.engine_requant is not None
+    links.requants.append((quantizer, 2 * unit, m0, shift + 1))  # another producer unit
+    counts = apply_engine_links(links)
+    assert counts['requant_shared'] == 1 and counts['requant'] == 56
+    assert quantizer.engine_requant is None

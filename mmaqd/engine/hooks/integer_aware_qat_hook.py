@@ -27,8 +27,9 @@ class IntegerAwareQATHook(Hook):
     Until every quantizer has a scale (LSQ takes it from its first batch) the
     layers compute as plain fake quantization. A model that cannot be converted
     (a GroupNorm head; a BN whose gamma is so close to 0 that its integer bias
-    would overflow) is reported once per reason as a warning, and its layers keep
-    the units of the last conversion that succeeded.
+    would overflow) is reported once per reason as a warning, and its layers
+    compute as plain fake quantization until a conversion succeeds again (units
+    of an earlier conversion would not match the scales learned since).
 
     Args:
         interval (int): Training iterations between two unit updates. Defaults to 1.
@@ -57,16 +58,19 @@ class IntegerAwareQATHook(Hook):
             self.last_counts = sync_engine_units(self._model(runner))
         except ConversionError as err:
             # e.g. a GN head, or a BN gamma so close to 0 that its folded bias would
-            # overflow the accumulator: train on with the units of the last conversion
+            # overflow the accumulator: plain fake quantization until it converts again
+            model = self._model(runner)
+            set_integer_aware(model, False)  # clears the units
+            set_integer_aware(model, True)
+            self.last_counts = None
             message = str(err)
             if message not in self._warned:
                 self._warned.add(message)
                 runner.logger.warning(
                     f'IntegerAwareQATHook: no integer form at iteration {runner.iter} '
-                    f'({message}); the layers keep the units of the last conversion '
-                    f'({"none yet" if self.last_counts is None else "an earlier one"}). '
-                    f'Remove the hook from custom_hooks for a model that has no integer '
-                    f'form.')
+                    f'({message}); the layers compute as plain fake quantization until '
+                    f'a conversion succeeds. Remove the hook from custom_hooks for a model '
+                    f'that has no integer form.')
 
     def before_train(self, runner) -> None:
         """Switch the layers to the engine's arithmetic."""

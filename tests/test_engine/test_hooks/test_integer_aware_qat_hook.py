@@ -70,3 +70,26 @@ def test_a_model_without_integer_form_is_reported_once_and_trains_on(caplog):
     assert len(warnings) == 1 and hook.last_counts is None
     assert 'GroupNorm' in warnings[0] and 'Remove the hook from custom_hooks' in warnings[0]
     assert model.backbone.norm1.input_unit is None
+
+
+def test_a_failed_conversion_clears_the_earlier_units(monkeypatch):
+    """Units of an earlier conversion would not match the scales learned since."""
+    from mmaqd.engine.hooks import integer_aware_qat_hook as module
+    from mmaqd.integer import ConversionError
+    model = tiny_detector('retinanet', 4).train()
+    hook = IntegerAwareQATHook()
+    runner = fake_runner(model)
+    runner.logger = SimpleNamespace(info=lambda msg: None, warning=lambda msg: None)
+    hook.before_train(runner)
+    hook.before_train_iter(runner, 0)
+    requant = model.bbox_head.retina_cls.input_quantizers[0]
+    assert model.backbone.norm1.input_unit is not None and requant.engine_requant is not None
+
+    def fail(_):
+        raise ConversionError('a BN gamma vanished')
+    monkeypatch.setattr(module, 'sync_engine_units', fail)
+    runner.iter = 1
+    hook.before_train_iter(runner, 1)
+    assert model.backbone.norm1.input_unit is None and requant.engine_requant is None
+    assert hook.last_counts is None
+    assert model.backbone.norm1.simulate_bias_rounding and requant.round_half_up  # still on
