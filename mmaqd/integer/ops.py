@@ -82,7 +82,8 @@ def _float_multiply_shift(v: torch.Tensor, m0: torch.Tensor, shift: torch.Tensor
     lo = m0 - hi * 2**16
     vh = torch.floor(v / 2**23)
     vl = v - vh * 2**23
-    whole = torch.zeros_like(v * pow_s)
+    shape = torch.broadcast_shapes(v.shape, pow_s.shape)
+    whole = torch.zeros(shape, dtype=torch.float64, device=v.device)
     rest = torch.zeros_like(whole)
     for t, e in ((vh * hi, 39), (vh * lo, 23), (vl * hi, 16), (vl * lo, 0), (pow_s / 2, 0)):
         y = t * 2.0**e / pow_s

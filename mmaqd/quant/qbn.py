@@ -152,26 +152,37 @@ class QBN(nn.BatchNorm2d):
         gamma, beta = self._affine(mean)
         # gamma / sqrt(var + eps), as in fold(): rsqrt rounds differently
         multiplier = gamma / torch.sqrt(var + self.eps)
-        if not simulate:
-            return ((x - mean.view(1, -1, 1, 1)) * multiplier.view(1, -1, 1, 1) +
-                    beta.view(1, -1, 1, 1))
-        if self.training:
+        if not simulate or self.training:
             plain = ((x - mean.view(1, -1, 1, 1)) * multiplier.view(1, -1, 1, 1) +
                      beta.view(1, -1, 1, 1))
-            return plain + self._rounding_correction(gamma, beta, mean, multiplier, x)
+            if not simulate:
+                return plain
+            return plain + self._rounding_correction(beta, mean, multiplier, x)
         unit = self.input_unit.to(x)
-        # gamma = 0: the channel is the constant beta, on the grid (as the engine has it)
-        constant = multiplier == 0
-        safe = torch.where(constant, torch.ones_like(multiplier), multiplier)
-        bias = unit * round_ste(torch.where(constant, beta, beta / safe - mean) / unit)
+        constant, safe, shift = self._folded_shift(beta, mean, multiplier)
+        bias = unit * round_ste(shift / unit)
         out = safe.view(1, -1, 1, 1) * (x + bias.view(1, -1, 1, 1))
         if bool(constant.any()):
             out = torch.where(constant.view(1, -1, 1, 1), bias.view(1, -1, 1, 1).expand_as(out),
                               out)
         return out
 
+    @staticmethod
+    def _folded_shift(beta: torch.Tensor, mean: torch.Tensor,
+                      multiplier: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The folded BN's input shift ``c = beta / g' - mu`` and its ``gamma = 0`` channels.
+
+        Returns:
+            tuple: ``constant`` (channels with ``g' = 0``, which are the constant
+            ``beta``; as the engine has them), ``safe`` (``g'`` with 1 there) and
+            ``c`` (``beta`` there).
+        """
+        constant = multiplier == 0
+        safe = torch.where(constant, torch.ones_like(multiplier), multiplier)
+        return constant, safe, torch.where(constant, beta, beta / safe - mean)
+
     @torch.no_grad()
-    def _rounding_correction(self, gamma: torch.Tensor, beta: torch.Tensor, mean: torch.Tensor,
+    def _rounding_correction(self, beta: torch.Tensor, mean: torch.Tensor,
                              multiplier: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``g' * (S * round(c / S) - c)``, ``c = beta / g' - mu``: what the grid adds.
 
@@ -180,9 +191,7 @@ class QBN(nn.BatchNorm2d):
         ``S * round(beta / S) - beta``, which makes it the constant ``beta`` on the grid.
         """
         unit = self.input_unit.to(like)
-        constant = multiplier == 0
-        safe = torch.where(constant, torch.ones_like(multiplier), multiplier)
-        shift = torch.where(constant, beta, beta / safe - mean)
+        constant, safe, shift = self._folded_shift(beta, mean, multiplier)
         error = unit * torch.round(shift / unit) - shift
         return torch.where(constant, error, safe * error).view(1, -1, 1, 1)
 
@@ -204,7 +213,7 @@ class QBN(nn.BatchNorm2d):
             x, self.weight, self.bias, self.running_mean, self.running_var, True, factor,
             self.eps)
         multiplier = self.weight.detach() * invstd
-        return out + self._rounding_correction(self.weight, self.bias, mean, multiplier, x)
+        return out + self._rounding_correction(self.bias, mean, multiplier, x)
 
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
