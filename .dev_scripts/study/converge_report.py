@@ -70,19 +70,19 @@ def format_cell(cell: Optional[Cell]) -> str:
     return f'{cell["map"]:.3f} ± {cell["std"]:.3f} ({cell["n"]})'
 
 
-def setup_table(table: Dict[Key, Cell], rows: Sequence[Dict], data: str, detector: str) -> str:
+def setup_table(table: Dict[Key, Cell], data: str, detector: str,
+                start: Optional[float]) -> str:
     """One markdown table: a line per (iterations, bits), a column per method.
 
     Args:
         table (dict): From :func:`aggregate`.
-        rows (list[dict]): The rows (for the start model's mAP).
         data (str): Data set.
         detector (str): Detector.
+        start (float, optional): The start model's mAP (:func:`fp_start`).
 
     Returns:
         str: The table, with AQD's distance from the start model in the last column.
     """
-    start = fp_start(rows, data, detector)
     head = ['fine-tune iterations', 'bits', *(name for _, name in COLUMNS), 'AQD − FP start']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     iters = sorted({k[4] for k in table if k[:2] == (data, detector) and k[2] != 'fp'})
@@ -109,7 +109,7 @@ def render(rows: Sequence[Dict], figure: Optional[str] = None) -> str:
         start = fp_start(rows, data, detector)
         start_text = f'{start:.3f}' if start is not None else 'not trained yet'
         parts += [f'**{detector}, {data}** (FP start model: bbox mAP {start_text})', '',
-                  setup_table(table, rows, data, detector), '']
+                  setup_table(table, data, detector, start), '']
     if figure:
         parts += [f'![mAP vs fine-tune iterations]({figure})', '']
     return '\n'.join(parts).rstrip() + '\n'

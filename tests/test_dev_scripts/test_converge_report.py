@@ -29,7 +29,8 @@ def test_cells_are_means_and_sample_stds_over_seeds():
 
 
 def test_table_lines_per_iterations_and_bits_with_the_gap_to_the_start_model():
-    lines = report.setup_table(report.aggregate(ROWS), ROWS, 'synthetic', 'retinanet')
+    lines = report.setup_table(report.aggregate(ROWS), 'synthetic', 'retinanet',
+                               report.fp_start(ROWS, 'synthetic', 'retinanet'))
     lines = lines.splitlines()
     assert lines[0].startswith('| fine-tune iterations | bits | FP trained on | AQD |')
     assert lines[2:] == [
