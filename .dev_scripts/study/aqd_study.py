@@ -34,6 +34,7 @@ Examples::
 """
 import argparse
 import glob
+import hashlib
 import json
 import os
 import os.path as osp
@@ -521,6 +522,69 @@ def result_path(work_dir: str) -> str:
     return osp.join(work_dir, 'study_result.json')
 
 
+def file_sha256(path: str) -> str:
+    """The first 16 hex digits of a file's SHA-256 (a checkpoint's identity)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def root_name(name: str, rows: Dict[str, Dict]) -> Optional[str]:
+    """The FP row a row's chain of parents starts from.
+
+    Args:
+        name (str): The row's name.
+        rows (dict): Rows by name (each with its ``parent``).
+
+    Returns:
+        str | None: The root's name, or None if a row of the chain is not in ``rows``.
+    """
+    while name in rows:
+        parent = rows[name]['parent']
+        if parent is None:
+            return name
+        name = parent
+    return None
+
+
+def start_model(run: Run, root: str, committed: Optional[Dict[str, Dict]] = None
+                ) -> Optional[str]:
+    """Identity (:func:`file_sha256`) of the FP checkpoint a run's chain starts from.
+
+    The FP rows always run here (their children need the checkpoint), so the root's
+    checkpoint is read from its work dir; the rows between it and the run come from
+    their caches or, if reused, from ``committed``.
+
+    Args:
+        run (Run): The run (an FP row: its own checkpoint, once it has one).
+        root (str): Root of the runs' work dirs.
+        committed (dict, optional): Rows committed before (:func:`committed_rows`).
+
+    Returns:
+        str | None: The identity, or None while that checkpoint does not exist.
+    """
+    name = run.name
+    if run.parent is not None:
+        rows = dict(committed or {})
+        name = run.parent
+        while True:
+            cached = result_path(osp.join(root, name))
+            if osp.isfile(cached):
+                with open(cached) as f:
+                    row = json.load(f)
+            elif name in rows:
+                row = rows[name]
+            else:
+                return None
+            if row['parent'] is None:
+                break
+            name = row['parent']
+    ckpt = last_checkpoint(osp.join(root, name))
+    return None if ckpt is None else file_sha256(ckpt)
+
+
 def adopt_fp_checkpoints(plan: List[Run], given: Sequence[str]) -> List[Run]:
     """Use FP models trained before as the seed-0 FP rows of their setups.
 
@@ -640,8 +704,9 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str],
         python (str): The interpreter to run the tools with.
         val_ann (str, optional): Annotation file replacing the val split's.
         committed (dict, optional): Rows committed before (:func:`committed_rows`): one
-            whose definition is the run's is reused when its work dir has none (not
-            for FP rows, whose checkpoint the children need).
+            whose definition is the run's and that started from the same FP
+            checkpoint (:func:`start_model`) is reused when its work dir has none
+            (not for FP rows, whose checkpoint the children need).
 
     Returns:
         dict: The run's fields, ``metrics``, ``seconds`` and ``command``.
@@ -653,10 +718,16 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str],
     cached = result_path(work_dir)
     if cache_is_valid(run, root):
         with open(cached) as f:
-            return json.load(f)
+            row = json.load(f)
+        if 'start_sha256' not in row:  # cached before rows recorded their start
+            row['start_sha256'] = start_model(run, root, committed)
+        return row
     # an FP row is always rerun where it has no cache: its children need its checkpoint
     previous = (committed or {}).get(run.name) if run.parent is not None else None
-    if previous is not None and not osp.isfile(cached) and all(
+    start = start_model(run, root, committed) if run.parent is not None else None
+    # a row from another FP model (retrained on another machine) is not this study's
+    if previous is not None and not osp.isfile(cached) and start is not None and (
+            previous.get('start_sha256') == start) and all(
             previous.get(k) == v for k, v in json.loads(json.dumps(asdict(run))).items()):
         return previous
     os.makedirs(work_dir, exist_ok=True)
@@ -669,7 +740,7 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str],
     teacher_config = osp.join(root, run.parent, 'config.py') if run.distill else None
     with open(config, 'w') as f:
         f.write(render_config(run, None if run.integer else parent_ckpt, val_ann, teacher_config))
-    start = time.time()
+    began = time.time()
     log = open(osp.join(work_dir, 'study.log'), 'w')
     metrics_out = osp.join(work_dir, 'metrics.json')
     if run.integer:
@@ -697,8 +768,9 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str],
             f.write(run.checkpoint)
     if not metrics:
         raise RuntimeError(f'{run.name}: no bbox metrics (no detection above the threshold?)')
-    result = dict(asdict(run), metrics=metrics, seconds=round(time.time() - start, 1),
-                  command=' '.join(cmd[1:]).replace(ROOT + '/', ''))
+    result = dict(asdict(run), metrics=metrics, seconds=round(time.time() - began, 1),
+                  command=' '.join(cmd[1:]).replace(ROOT + '/', ''),
+                  start_sha256=start if run.parent is not None else start_model(run, root))
     with open(cached, 'w') as f:
         json.dump(result, f, indent=1)
     return result
@@ -766,6 +838,10 @@ def val_subsets(mode: str, root: str) -> Dict[str, Optional[str]]:
 def write_accuracy_study(rows: Sequence[Dict], committed: Dict[str, Dict], path: str) -> str:
     """Write the converging study's flat rows: this call's, then committed ones not rerun.
 
+    A committed row whose FP model this call retrained (another ``start_sha256``
+    than the new FP row's, e.g. after the work dirs were lost) is dropped: one FP
+    model per (data, detector), so the rows' ``fp_mAP`` and the controls agree.
+
     Args:
         rows (sequence[dict]): Rows of this call, parents first.
         committed (dict): Rows committed before (:func:`committed_rows`).
@@ -775,7 +851,17 @@ def write_accuracy_study(rows: Sequence[Dict], committed: Dict[str, Dict], path:
         str: ``path``.
     """
     names = {row['name'] for row in rows}
-    kept = list(rows) + [row for name, row in committed.items() if name not in names]
+    everything = {**committed, **{row['name']: row for row in rows}}
+    this_call = {row['name']: row for row in rows}
+
+    def same_start(row: Dict) -> bool:
+        # a committed row whose FP model this call retrained (and so replaced) goes
+        start = root_name(row['name'], everything)
+        return start not in this_call or this_call[start].get('start_sha256') == row.get(
+            'start_sha256')
+
+    kept = list(rows) + [row for name, row in committed.items()
+                         if name not in names and same_start(row)]
     with open(path, 'w') as f:
         json.dump(flat_rows(kept), f, indent=1)
         f.write('\n')

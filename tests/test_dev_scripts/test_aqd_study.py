@@ -1,5 +1,6 @@
 """The study's plan, generated configs and result parsing; the report's goals by hand."""
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -360,13 +361,24 @@ def test_converge_rows_configs_kd_teacher_and_plain_qat(tmp_path):
     assert [h.type for h in Config.fromfile(str(path)).custom_hooks] == ['QuantNaNGuardHook']
 
 
+def _fake_fp_checkpoint(root, name, content):
+    """A run dir whose last checkpoint is a file with ``content``; its identity."""
+    work_dir = root / name
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / 'iter_1.pth').write_bytes(content)
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_1.pth'))
+    return hashlib.sha256(content).hexdigest()[:16]
+
+
 def test_flat_rows_and_committed_rows_are_read_back(tmp_path):
     plan = {r.name: r for r in study.build_plan('converge')}
     fp = plan['synthetic/retinanet/fp_s0']
     aqd = plan['synthetic/retinanet/aqd_w2_i300_s0']
     integer = plan['synthetic/retinanet/aqd_w2_i300_s0_integer']
-    rows = [dict(study.asdict(run), metrics={'coco/bbox_mAP': value}, seconds=1.0, command='c')
-            for run, value in ((fp, 0.6), (aqd, 0.5), (integer, 0.49))]
+    runs = tmp_path / 'runs'
+    sha = _fake_fp_checkpoint(runs, fp.name, b'fp model')
+    rows = [dict(study.asdict(run), metrics={'coco/bbox_mAP': value}, seconds=1.0, command='c',
+                 start_sha256=sha) for run, value in ((fp, 0.6), (aqd, 0.5), (integer, 0.49))]
     path = tmp_path / 'accuracy_study.json'
     study.write_accuracy_study(rows, {}, str(path))
     flat = json.loads(path.read_text())
@@ -374,13 +386,47 @@ def test_flat_rows_and_committed_rows_are_read_back(tmp_path):
         ('fp', 32, 500, 0.6, 0.6), ('aqd', 2, 300, 0.5, 0.6), ('integer', 2, 300, 0.49, 0.6)]
     assert {'data', 'detector', 'method', 'bits', 'iters', 'seed', 'mAP', 'fp_mAP'} <= set(flat[0])
     committed = study.committed_rows(str(path))
-    # a committed row with the same definition is reused without running anything ...
-    assert study.execute(aqd, str(tmp_path / 'runs'), 'python', None, committed) == rows[1]
+    # a committed row with the same definition and FP model is reused without running ...
+    assert study.start_model(aqd, str(runs), committed) == sha
+    assert study.start_model(integer, str(runs), committed) == sha
+    assert study.execute(aqd, str(runs), 'python', None, committed) == rows[1]
     # ... but not an FP row (its checkpoint is needed) nor a changed definition
     changed = dataclasses.replace(aqd, iters=301)
     with pytest.raises(RuntimeError, match='parent run .* has no checkpoint'):
-        study.execute(changed, str(tmp_path / 'runs'), 'python', None, committed)
+        study.execute(changed, str(tmp_path / 'other'), 'python', None, committed)
     # rows of a later call come first, the committed ones not rerun after them
     study.write_accuracy_study(rows[:1], committed, str(path))
     assert [r['name'] for r in json.loads(path.read_text())] == [fp.name, aqd.name,
                                                                   integer.name]
+
+
+def test_committed_rows_of_another_fp_model_are_neither_reused_nor_kept(tmp_path, monkeypatch):
+    plan = {r.name: r for r in study.build_plan('converge')}
+    fp = plan['synthetic/retinanet/fp_s0']
+    aqd = plan['synthetic/retinanet/aqd_w2_i300_s0']
+    fcos_fp = plan['synthetic/fcos/fp_s0']
+    fcos_aqd = plan['synthetic/fcos/aqd_w2_i300_s0']
+    runs = tmp_path / 'runs'
+    old = hashlib.sha256(b'old fp model').hexdigest()[:16]
+    rows = [dict(study.asdict(run), metrics={'coco/bbox_mAP': 0.5}, seconds=1.0, command='c',
+                 start_sha256=old) for run in (fp, aqd, fcos_fp, fcos_aqd)]
+    path = tmp_path / 'accuracy_study.json'
+    study.write_accuracy_study(rows, {}, str(path))
+    committed = study.committed_rows(str(path))
+    # the RetinaNet FP model was retrained (the work dirs were lost): its old child is
+    # trained again, not read back
+    new = _fake_fp_checkpoint(runs, fp.name, b'new fp model')
+    assert new != old
+    assert study.start_model(aqd, str(runs), committed) == new
+    calls = []
+    monkeypatch.setattr(study.subprocess, 'call', lambda cmd, **kw: calls.append(cmd) or 1)
+    with pytest.raises(RuntimeError, match='failed .exit 1'):
+        study.execute(aqd, str(runs), 'python', None, committed)
+    assert calls and calls[0][1].endswith('tools/train.py')
+    # and, once the new FP row is written, the old RetinaNet child leaves the file; the
+    # FCOS rows, whose FP model was not retrained, stay
+    new_fp = dict(rows[0], metrics={'coco/bbox_mAP': 0.6}, start_sha256=new)
+    study.write_accuracy_study([new_fp], committed, str(path))
+    flat = json.loads(path.read_text())
+    assert [(r['name'], r['mAP'], r['fp_mAP']) for r in flat] == [
+        (fp.name, 0.6, 0.6), (fcos_fp.name, 0.5, 0.5), (fcos_aqd.name, 0.5, 0.5)]
