@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
@@ -531,21 +531,22 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def root_name(name: str, rows: Dict[str, Dict]) -> Optional[str]:
+def root_name(name: str, get_row: Callable[[str], Optional[Dict]]) -> Optional[str]:
     """The FP row a row's chain of parents starts from.
 
     Args:
         name (str): The row's name.
-        rows (dict): Rows by name (each with its ``parent``).
+        get_row (callable): Name -> the row (with its ``parent``), or None if unknown.
 
     Returns:
-        str | None: The root's name, or None if a row of the chain is not in ``rows``.
+        str | None: The root's name, or None if a row of the chain is unknown.
     """
-    while name in rows:
-        parent = rows[name]['parent']
-        if parent is None:
+    row = get_row(name)
+    while row is not None:
+        if row['parent'] is None:
             return name
-        name = parent
+        name = row['parent']
+        row = get_row(name)
     return None
 
 
@@ -565,23 +566,15 @@ def start_model(run: Run, root: str, committed: Optional[Dict[str, Dict]] = None
     Returns:
         str | None: The identity, or None while that checkpoint does not exist.
     """
-    name = run.name
-    if run.parent is not None:
-        rows = dict(committed or {})
-        name = run.parent
-        while True:
-            cached = result_path(osp.join(root, name))
-            if osp.isfile(cached):
-                with open(cached) as f:
-                    row = json.load(f)
-            elif name in rows:
-                row = rows[name]
-            else:
-                return None
-            if row['parent'] is None:
-                break
-            name = row['parent']
-    ckpt = last_checkpoint(osp.join(root, name))
+    def get_row(name: str) -> Optional[Dict]:
+        cached = result_path(osp.join(root, name))
+        if osp.isfile(cached):
+            with open(cached) as f:
+                return json.load(f)
+        return (committed or {}).get(name)
+
+    name = run.name if run.parent is None else root_name(run.parent, get_row)
+    ckpt = None if name is None else last_checkpoint(osp.join(root, name))
     return None if ckpt is None else file_sha256(ckpt)
 
 
@@ -850,18 +843,17 @@ def write_accuracy_study(rows: Sequence[Dict], committed: Dict[str, Dict], path:
     Returns:
         str: ``path``.
     """
-    names = {row['name'] for row in rows}
-    everything = {**committed, **{row['name']: row for row in rows}}
     this_call = {row['name']: row for row in rows}
+    everything = {**committed, **this_call}
 
     def same_start(row: Dict) -> bool:
         # a committed row whose FP model this call retrained (and so replaced) goes
-        start = root_name(row['name'], everything)
+        start = root_name(row['name'], everything.get)
         return start not in this_call or this_call[start].get('start_sha256') == row.get(
             'start_sha256')
 
     kept = list(rows) + [row for name, row in committed.items()
-                         if name not in names and same_start(row)]
+                         if name not in this_call and same_start(row)]
     with open(path, 'w') as f:
         json.dump(flat_rows(kept), f, indent=1)
         f.write('\n')
