@@ -58,6 +58,9 @@ SECONDS_PER_ITER = {('synthetic', False): 1.3, ('synthetic', True): 1.4,
                     ('neon-trees', False): 1.1, ('neon-trees', True): 0.65}
 #: Seconds of one evaluation of the whole val split (500 digits images, 11 NEON batches).
 SECONDS_PER_EVAL = {'synthetic': 45, 'neon-trees': 15}
+#: Where each dataset's configs read it, relative to the checkout (``make data``).
+DATA_DIRS = {'synthetic': osp.join('data', 'synthetic'),
+             'neon-trees': osp.join('data', 'neon_trees')}
 #: Seconds every run spends outside its iterations and evaluation (start, build, save).
 SECONDS_PER_RUN = 25
 #: Seconds of one round of the cost measurements (FP, 4- and 2-bit RetinaNet).
@@ -822,10 +825,31 @@ def val_subsets(mode: str, root: str) -> Dict[str, Optional[str]]:
             continue
         ann = osp.join(root, f'{dataset}_val_first{num}.json')
         os.makedirs(root, exist_ok=True)
-        src = 'synthetic' if dataset == 'synthetic' else 'neon_trees'
-        write_subset(osp.join(ROOT, 'data', src, 'annotations', 'val.json'), ann, num)
+        write_subset(osp.join(ROOT, DATA_DIRS[dataset], 'annotations', 'val.json'), ann, num)
         subsets[dataset] = ann
     return subsets
+
+
+def missing_data(plan: Sequence[Run], root: str = ROOT) -> List[Tuple[str, str]]:
+    """The annotation files the plan's datasets need that are not under ``root``.
+
+    Checked before the first row, so a fresh checkout without ``data/`` stops at
+    once with the command that makes the data, instead of failing every row.
+
+    Args:
+        plan (Sequence[Run]): The runs to do.
+        root (str): The checkout the configs' relative data paths start from.
+
+    Returns:
+        list[tuple[str, str]]: (dataset, missing file relative to ``root``) pairs.
+    """
+    missing = []
+    for dataset in sorted({run.dataset for run in plan}):
+        for split in ('train', 'val'):
+            path = osp.join(DATA_DIRS[dataset], 'annotations', f'{split}.json')
+            if not osp.isfile(osp.join(root, path)):
+                missing.append((dataset, path))
+    return missing
 
 
 def write_accuracy_study(rows: Sequence[Dict], committed: Dict[str, Dict], path: str) -> str:
@@ -900,6 +924,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
             print(f'  {run.name:45s} {run.config:52s} '
                   f'{estimate_seconds(run, spec.val_images.get(run.dataset)) / 60:5.1f} min')
         return dict(mode=mode, runs=[asdict(r) for r in plan], estimate_seconds=total)
+    missing = missing_data(plan)
+    if missing:
+        raise SystemExit('the study needs its data first: ' + '; '.join(
+            f'{path} is missing (make data DATA={dataset})' for dataset, path in missing))
     root = osp.join(args.work_dir, mode)
     subsets = val_subsets(mode, root)
     rows, failed = [], {}

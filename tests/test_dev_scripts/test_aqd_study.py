@@ -113,6 +113,7 @@ def test_a_failed_row_skips_its_children_and_the_rest_runs(tmp_path, monkeypatch
 
     monkeypatch.setattr(study, 'execute', fake_execute)
     monkeypatch.setattr(study, 'val_subsets', lambda mode, root: {})
+    monkeypatch.setattr(study, 'missing_data', lambda plan: [])
     monkeypatch.setattr(study, 'measure_costs', lambda root, python, repeats: {'ok': 1})
     out = tmp_path / 'r.json'
     result = study.main(['--quick', '--work-dir', str(tmp_path), '--out', str(out)])
@@ -133,6 +134,28 @@ def test_a_failed_row_skips_its_children_and_the_rest_runs(tmp_path, monkeypatch
     result = study.main(['--quick', '--work-dir', str(tmp_path), '--out', str(out)])
     assert set(result['failed']) == {r.name for r in study.build_plan('quick')} | {'costs'}
     assert 'integer' in ' '.join(result['failed']) and result['rows'] == []
+
+
+def test_missing_data_stops_the_study_before_its_first_row(tmp_path, monkeypatch):
+    plan = study.build_plan('full')  # digits and NEON trees
+    digits = tmp_path / 'data' / 'synthetic' / 'annotations'
+    digits.mkdir(parents=True)
+    (digits / 'train.json').write_text('{}')
+    assert study.missing_data(plan, str(tmp_path)) == [
+        ('neon-trees', osp.join('data', 'neon_trees', 'annotations', 'train.json')),
+        ('neon-trees', osp.join('data', 'neon_trees', 'annotations', 'val.json')),
+        ('synthetic', osp.join('data', 'synthetic', 'annotations', 'val.json'))]
+    (digits / 'val.json').write_text('{}')
+    assert study.missing_data(study.build_plan('quick'), str(tmp_path)) == []  # digits only
+
+    ran = []
+    monkeypatch.setattr(study, 'execute', lambda *args, **kwargs: ran.append(args))
+    monkeypatch.setattr(study, 'missing_data', lambda plan: [
+        ('neon-trees', 'data/neon_trees/annotations/val.json')])
+    with pytest.raises(SystemExit, match=r'data/neon_trees/annotations/val.json is missing '
+                       r'\(make data DATA=neon-trees\)'):
+        study.main(['--work-dir', str(tmp_path / 'runs'), '--out', str(tmp_path / 'r.json')])
+    assert ran == [] and not (tmp_path / 'runs').exists() and not (tmp_path / 'r.json').exists()
 
 
 def test_final_metrics_reads_the_last_val_entry(tmp_path):
