@@ -38,6 +38,9 @@ def test_table_lines_per_iterations_and_bits_with_the_gap_to_the_start_model():
         '| 300 | 4 | 0.700 | 0.650 | – | – | – | +5.0 AP |',
         '| 300 | 2 | 0.700 | 0.420 ± 0.028 (2) | – | – | 0.410 | -18.0 AP |',
     ]
+    only_fp = report.aggregate(ROWS[:1])  # a setup whose fine-tunes have not run
+    assert report.setup_table(only_fp, 'synthetic', 'retinanet', 0.6) == (
+        'No fine-tune of this setup has finished yet.')
 
 
 def test_main_writes_the_report_plot_and_readme_block(tmp_path):
