@@ -84,11 +84,11 @@ def setup_table(table: Dict[Key, Cell], data: str, detector: str,
         str: The table, with AQD's distance from the start model in the last column,
         or a line saying that no fine-tune of the setup has finished yet.
     """
-    head = ['fine-tune iterations', 'bits', *(name for _, name in COLUMNS), 'AQD − FP start']
-    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     iters = sorted({k[4] for k in table if k[:2] == (data, detector) and k[2] != 'fp'})
     if not iters:
         return 'No fine-tune of this setup has finished yet.'
+    head = ['fine-tune iterations', 'bits', *(name for _, name in COLUMNS), 'AQD − FP start']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for it in iters:
         fp = table.get((data, detector, 'fp_continued', 32, it))
         for bits in BITS_ORDER:
