@@ -320,6 +320,16 @@ def build_plan(mode: str) -> List[Run]:
 CONVERGE_ITERS = (300, 100, 900)
 #: ``custom_hooks`` of a quantized row without integer-aware QAT (the CPU schedule's).
 PLAIN_QAT_HOOKS = dict(custom_hooks=[dict(type='QuantNaNGuardHook')])
+#: Steps from the least-squared-error calibration instead of LSQ's first-batch rule.
+MSE_STEPS = dict(custom_hooks=[dict(type='QuantCalibrationHook', rule='mse', num_batches=4),
+                               dict(type='QuantNaNGuardHook'),
+                               QUANTIZATION.integer_aware_hook])
+#: The FP configs' lr (10x the fine-tune's) for a quantized fine-tune.
+FP_LR = dict(optim_wrapper=dict(optimizer=dict(lr=10 * FINE_TUNE_LR)))
+#: The 2-bit recipe rows (what limits 2 bits, #18): changes to the AQD config, each a
+#: row at 2 bits and 300 iterations from the setup's FP model.
+RECIPES = {'recipe-mse': MSE_STEPS, 'recipe-lr1e-3': FP_LR,
+           'recipe-mse-lr1e-3': _merge(MSE_STEPS, FP_LR)}
 
 
 def build_converge_plan() -> List[Run]:
@@ -330,8 +340,9 @@ def build_converge_plan() -> List[Run]:
     model (``aqd_kd``) at 4, 3 and 2 bits, and the FP model trained on with the
     fine-tunes' optimizer (``fp_continued``), for each of :data:`CONVERGE_ITERS`
     on the digits (300 on NEON); fine-tune seeds 1 and 2 at 300 iterations; at 300
-    iterations also AQD without integer-aware QAT (``aqd_float``, 4 and 2 bits) and
-    the integer engine's mAP of the AQD models (``integer``). Last, the 2-bit head
+    iterations also AQD without integer-aware QAT (``aqd_float``, 4 and 2 bits), the
+    integer engine's mAP of the AQD models (``integer``) and the 2-bit recipe rows
+    (:data:`RECIPES`). Last, the 2-bit head
     norm ablation on the digits: shared BN and GN heads, each from its own FP
     model, at 300 and 900 iterations (multi-level BN is the ``aqd`` row).
 
@@ -388,6 +399,9 @@ def build_converge_plan() -> List[Run]:
             runs.append(Run(f'{parent}_integer', setup.dataset, setup.detector, 'integer',
                             bits, 0, f'{setup.detector}_r18_fpn_aqd-w{bits}a{bits}_synthetic.py',
                             parent=parent, integer='int', iters=300))
+        for method, extra in RECIPES.items():
+            runs.append(tune_row(prefix, setup.dataset, setup.detector, method, 2, 300,
+                                 extra=extra))
     for iters in CONVERGE_ITERS[1:2]:
         for setup in digits:
             runs += core(setup, iters, (0, ))

@@ -7,8 +7,10 @@ from torch import nn
 
 from .quantizer_base import Quantizer
 
-#: Calibration rules: how a scale follows from the statistics of ``|x|``.
-RULES = ('mean', 'max', 'percentile')
+#: Calibration rules: how a scale follows from the statistics of ``x``.
+RULES = ('mean', 'max', 'percentile', 'mse')
+#: Candidate scales of the ``'mse'`` rule: ``k / MSE_CANDIDATES * max|x| / Qp``, k = 1..N.
+MSE_CANDIDATES = 100
 
 #: ``reduce(tensor, op)`` with op ``'sum'`` or ``'max'``; returns the reduced tensor.
 ReduceFn = Callable[[torch.Tensor, str], torch.Tensor]
@@ -21,8 +23,47 @@ def check_rule(rule: object, what: str) -> str:
     return rule  # type: ignore[return-value]
 
 
+def _thin(rows: torch.Tensor, max_samples: int) -> torch.Tensor:
+    """Every k-th column of ``rows``, k the smallest stride leaving at most ``max_samples``."""
+    if rows.shape[1] <= max_samples:
+        return rows
+    return rows[:, ::math.ceil(rows.shape[1] / max_samples)]
+
+
+def mse_scale(rows: torch.Tensor, qn: int, qp: int,
+              candidates: int = MSE_CANDIDATES) -> torch.Tensor:
+    """The scale of each row that minimises ``sum((clamp(round(x / s), Qn, Qp) * s - x)^2)``.
+
+    The search is over ``s = k / candidates * max|x| / Qp`` for ``k = 1..candidates``
+    (the largest candidate leaves the largest magnitude unclipped on the positive
+    side); the smallest ``s`` wins a tie. A row of zeros gets the smallest candidate
+    of a row whose maximum is 1.
+
+    Args:
+        rows (Tensor): Samples, shape ``(rows, n)``: one row per scale.
+        qn (int): Smallest integer code.
+        qp (int): Largest integer code.
+        candidates (int): Number of candidate scales. Defaults to :data:`MSE_CANDIDATES`.
+
+    Returns:
+        Tensor: float64 scales of shape ``(rows,)``.
+    """
+    rows = rows.double()
+    top = rows.abs().amax(1)
+    top = torch.where(top > 0, top, torch.ones_like(top)) / qp
+    best_err = torch.full_like(top, math.inf)
+    best = top.clone()
+    for k in range(1, candidates + 1):
+        s = (top * k / candidates).unsqueeze(1)
+        err = ((rows / s).round().clamp(qn, qp) * s - rows).square().sum(1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best = torch.where(better, s.squeeze(1), best)
+    return best
+
+
 class _Statistics:
-    """Running statistics of ``|x|`` for one quantizer (per channel for per-channel steps)."""
+    """Running statistics of ``x`` for one quantizer (per channel for per-channel steps)."""
 
     def __init__(self) -> None:
         self.abs_sum: Optional[torch.Tensor] = None
@@ -30,21 +71,27 @@ class _Statistics:
         self.abs_max: Optional[torch.Tensor] = None
         self.percentile_sum: Optional[torch.Tensor] = None
         self.batches = torch.zeros(1, dtype=torch.float64)
+        #: Signed samples of ``x`` for the ``'mse'`` rule, shape ``(rows, n)``.
+        self.samples: Optional[torch.Tensor] = None
 
     def update(self, x: torch.Tensor, per_channel: bool, percentile: Optional[float],
-               max_samples: int) -> None:
-        a = x.detach().abs().double()
+               max_samples: int, mse_samples: Optional[int] = None) -> None:
+        a = x.detach().double()
         a = a.reshape(a.shape[0], -1) if per_channel else a.reshape(1, -1)
+        if mse_samples is not None:
+            # Thinned to at most mse_samples columns per batch, and again after joining.
+            batch = _thin(a, mse_samples).cpu()
+            joined = batch if self.samples is None else torch.cat([self.samples, batch], 1)
+            self.samples = _thin(joined, mse_samples)
+        a = a.abs()
         abs_sum, abs_max = a.sum(1).cpu(), a.amax(1).cpu()
         self.abs_sum = abs_sum if self.abs_sum is None else self.abs_sum + abs_sum
         self.abs_max = abs_max if self.abs_max is None else torch.maximum(self.abs_max, abs_max)
         self.count += a.shape[1]
         self.batches += 1
         if percentile is not None:
-            if a.shape[1] > max_samples:  # torch.quantile has an input-size limit
-                stride = math.ceil(a.shape[1] / max_samples)
-                a = a[:, ::stride]
-            value = torch.quantile(a, percentile / 100, dim=1).cpu()
+            # torch.quantile has an input-size limit
+            value = torch.quantile(_thin(a, max_samples), percentile / 100, dim=1).cpu()
             self.percentile_sum = (value if self.percentile_sum is None else
                                    self.percentile_sum + value)
 
@@ -73,6 +120,12 @@ class ScaleCalibrator:
     - ``'max'`` (AQD reference code for 8-bit first/last layers):
       ``max_fraction * max(|x|) / Qp``.
     - ``'percentile'``: ``percentile(|x|, p) / Qp``, averaged over batches.
+    - ``'mse'``: the scale that minimises the squared quantization error of a sample
+      of the inputs seen (:func:`mse_scale`; the quantizer's own code range, so
+      the asymmetric signed range counts). At 2 bits LSQ's ``'mean'`` rule puts
+      the step of a Gaussian weight at 1.6 standard deviations and sets 58% of the
+      weights to 0; the error-minimising step is smaller. Under DDP each process
+      searches its own sample and the processes' scales are averaged.
 
     Per-channel quantizers get per-channel statistics (along dim 0).
 
@@ -85,6 +138,8 @@ class ScaleCalibrator:
         percentile (float): Percentile used by ``'percentile'``, in (0, 100].
             Defaults to 99.99.
         max_samples (int): Per-batch sample size for percentiles. Defaults to 2**20.
+        mse_samples (int): Samples per scale kept for the ``'mse'`` rule. Defaults
+            to 2**16.
     """
 
     def __init__(self,
@@ -93,7 +148,8 @@ class ScaleCalibrator:
                  eight_bit_rule: Optional[str] = 'max',
                  max_fraction: float = 0.8,
                  percentile: float = 99.99,
-                 max_samples: int = 2**20) -> None:
+                 max_samples: int = 2**20,
+                 mse_samples: int = 2**16) -> None:
         self.rule = check_rule(rule, 'rule')
         self.eight_bit_rule = (None if eight_bit_rule is None else
                                check_rule(eight_bit_rule, 'eight_bit_rule'))
@@ -109,6 +165,7 @@ class ScaleCalibrator:
         self.max_fraction = max_fraction
         self.percentile = percentile
         self.max_samples = max_samples
+        self.mse_samples = mse_samples
         self.stats: Dict[str, _Statistics] = {name: _Statistics() for name in quantizers}
         self._handles: List[torch.utils.hooks.RemovableHandle] = []
 
@@ -143,10 +200,11 @@ class ScaleCalibrator:
     def _pre_hook(self, name: str):
         def hook(quantizer: nn.Module, inputs: Tuple[torch.Tensor, ...]) -> None:
             x = quantizer.calibration_input(inputs[0])
-            use_percentile = self.rule_of(quantizer) == 'percentile'
+            rule = self.rule_of(quantizer)
             self.stats[name].update(x, quantizer.per_channel,
-                                    self.percentile if use_percentile else None,
-                                    self.max_samples)
+                                    self.percentile if rule == 'percentile' else None,
+                                    self.max_samples,
+                                    self.mse_samples if rule == 'mse' else None)
             quantizer.set_scale(self.scale_of(name))
 
         return hook
@@ -170,8 +228,10 @@ class ScaleCalibrator:
             scale = 2 * (stats.abs_sum / stats.count) / math.sqrt(qp)
         elif rule == 'max':
             scale = self.max_fraction * stats.abs_max / qp
-        else:
+        elif rule == 'percentile':
             scale = stats.percentile_sum / stats.batches / qp
+        else:
+            scale = mse_scale(stats.samples, *quantizer.code_range)
         return scale.float()
 
     def finish(self, reduce_fn: Optional[ReduceFn] = None) -> Dict[str, torch.Tensor]:
@@ -187,9 +247,18 @@ class ScaleCalibrator:
         """
         self.detach()
         scales = {}
+        processes = None
         for name, quantizer in self.quantizers.items():
-            if reduce_fn is not None and self.stats[name].abs_sum is not None:
+            if reduce_fn is None or self.stats[name].abs_sum is None:
+                scales[name] = self.scale_of(name)
+            elif self.rule_of(quantizer) == 'mse':
+                # samples do not add up across processes: average their scales
+                if processes is None:
+                    processes = reduce_fn(torch.ones(1, dtype=torch.float64), 'sum')
+                scale = reduce_fn(self.scale_of(name).double(), 'sum') / processes
+                scales[name] = scale.float()
+            else:
                 self.stats[name].reduce(reduce_fn)
-            scales[name] = self.scale_of(name)
+                scales[name] = self.scale_of(name)
             quantizer.set_scale(scales[name])
         return scales

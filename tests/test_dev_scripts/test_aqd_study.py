@@ -384,6 +384,32 @@ def test_converge_rows_configs_kd_teacher_and_plain_qat(tmp_path):
     assert [h.type for h in Config.fromfile(str(path)).custom_hooks] == ['QuantNaNGuardHook']
 
 
+
+def test_recipe_rows_change_only_their_recipe(tmp_path):
+    plan = {r.name: r for r in study.build_plan('converge')}
+    path = tmp_path / 'config.py'
+
+    def config_of(name):
+        path.write_text(study.render_config(plan[name], '/ckpt/fp.pth', None))
+        return Config.fromfile(str(path))
+
+    for det in ('retinanet', 'fcos'):
+        base = config_of(f'synthetic/{det}/aqd_w2_i300_s0')
+        mse = config_of(f'synthetic/{det}/recipe-mse_w2_i300_s0')
+        fast = config_of(f'synthetic/{det}/recipe-lr1e-3_w2_i300_s0')
+        both = config_of(f'synthetic/{det}/recipe-mse-lr1e-3_w2_i300_s0')
+        assert base.optim_wrapper.optimizer.lr == mse.optim_wrapper.optimizer.lr == 1e-4
+        assert fast.optim_wrapper.optimizer.lr == both.optim_wrapper.optimizer.lr == 1e-3
+        assert fast.custom_hooks == base.custom_hooks
+        for cfg in (mse, both):
+            calibration, *rest = cfg.custom_hooks
+            assert calibration == dict(type='QuantCalibrationHook', rule='mse', num_batches=4)
+            assert rest == base.custom_hooks
+        for cfg in (mse, fast, both):
+            assert cfg.model == base.model and cfg.param_scheduler == base.param_scheduler
+            assert cfg.load_from == '/ckpt/fp.pth' and cfg.train_cfg.max_iters == 300
+
+
 def _fake_fp_checkpoint(root, name, content):
     """A run dir whose last checkpoint is a file with ``content``; its identity."""
     work_dir = root / name

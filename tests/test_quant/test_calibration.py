@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mmaqd.quant import ClipQuantizer, LSQQuantizer, MinMaxQuantizer
-from mmaqd.quant.calibration import ScaleCalibrator
+from mmaqd.quant.calibration import ScaleCalibrator, mse_scale
 
 
 def feed(quantizer, *batches):
@@ -103,3 +103,60 @@ def test_bad_settings_and_unusable_quantizers_are_refused():
     cal = ScaleCalibrator({'q': LSQQuantizer(4, signed=False)})
     with pytest.raises(RuntimeError, match="'q' saw no input"):
         cal.finish()
+
+
+def test_mse_rule_picks_the_step_with_the_least_squared_error():
+    # 2-bit unsigned (codes 0..3). Giving the 1s code 1 needs s < 2, and then 9 is
+    # clipped to at most 3s < 6 (error > 9); giving them code 0 costs 3 and leaves 9
+    # exact at s = 3, the last candidate (max / Qp). LSQ's mean rule: 2 * 3 / sqrt(3).
+    q = LSQQuantizer(2, signed=False)
+    with ScaleCalibrator({'q': q}, rule='mse') as cal:
+        q(torch.tensor([1.0, 1.0, 1.0, 9.0]))
+    assert cal.finish()['q'].item() == pytest.approx(3.0)
+    assert q.step.item() == pytest.approx(3.0)
+
+
+def test_mse_rule_uses_the_asymmetric_signed_range_per_channel():
+    # 2-bit signed codes -2..1: row 0 is exactly the grid of step 0.5 (its -1 needs
+    # code -2); row 1 of step 0.25. A symmetric range would clip the -2 codes.
+    w = torch.tensor([[-1.0, -0.5, 0.0, 0.5], [-0.5, -0.25, 0.0, 0.25]]).view(2, 4, 1, 1)
+    q = LSQQuantizer(2, signed=True, per_channel=True, num_channels=2)
+    with ScaleCalibrator({'w': q}, rule='mse') as cal:
+        q(w)
+    assert torch.allclose(cal.finish()['w'], torch.tensor([0.5, 0.25]))
+    assert torch.equal(q(w), w)
+
+
+def test_mse_scale_against_a_brute_force_search():
+    torch.manual_seed(0)
+    rows = torch.randn(3, 500).double()
+    got = mse_scale(rows, -2, 1, candidates=40)
+    for r in range(3):
+        top = rows[r].abs().max().item()
+        errors = []
+        for k in range(1, 41):
+            s = top * k / 40
+            errors.append(sum((min(max(round(v / s), -2), 1) * s - v) ** 2
+                              for v in rows[r].tolist()))
+        assert got[r].item() == pytest.approx(top * (errors.index(min(errors)) + 1) / 40)
+    # Gaussian weights: the error-minimising step is well below LSQ's 2 * mean|w|
+    assert (got < 2 * rows.abs().mean(1)).all()
+
+
+def test_mse_rule_samples_are_capped_and_processes_average_their_scales():
+    q = LSQQuantizer(2, signed=False)
+    cal = ScaleCalibrator({'q': q}, rule='mse', mse_samples=8)
+    with cal:
+        feed(q, torch.arange(20.0), torch.arange(40.0))
+    assert cal.stats['q'].samples.shape == (1, 8)
+    local = cal.scale_of('q')
+
+    # Two processes: an all-reduce stand-in adds the other process's count (1) and
+    # then its scale (1.0).
+    others = iter([1.0, 1.0])
+
+    def all_reduce(t, op):
+        assert op == 'sum'
+        return t + next(others)
+
+    assert cal.finish(all_reduce)['q'].item() == pytest.approx((local.item() + 1.0) / 2)

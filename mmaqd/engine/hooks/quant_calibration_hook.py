@@ -63,7 +63,8 @@ class QuantCalibrationHook(Hook):
 
     Args:
         num_batches (int): Batches to run. Defaults to 4.
-        rule (str): ``'mean'`` (LSQ), ``'max'`` or ``'percentile'``. Defaults to ``'mean'``.
+        rule (str): ``'mean'`` (LSQ), ``'max'``, ``'percentile'`` or ``'mse'`` (the
+            scale with the least squared quantization error). Defaults to ``'mean'``.
         eight_bit_rule (str, optional): Rule for 8-bit quantizers (the first and
             last layers). Defaults to ``'max'``, the reference code's 0.8 x max.
         max_fraction (float): Fraction of the maximum for ``'max'``. Defaults to 0.8.

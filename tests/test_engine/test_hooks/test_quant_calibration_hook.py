@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mmaqd.engine import QuantCalibrationHook, quantizers_to_calibrate
+from mmaqd.quant.calibration import mse_scale
 
 from .toy_runner import ToyQModel, toy_runner
 
@@ -31,6 +32,26 @@ def test_scales_come_from_the_calibration_batches(tmp_path):
     assert model.stem.weight_quantizer.step.item() == pytest.approx(
         0.8 * stem_weight.abs().max().item() / 127, rel=1e-5)
     assert model.training  # back in train mode
+
+
+def test_mse_rule_sets_the_least_error_steps(tmp_path):
+    torch.manual_seed(0)
+    model = ToyQModel(w_bits=2, a_bits=2)
+    seen = []
+    model.conv.input_quantizer.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    runner = toy_runner(str(tmp_path), 1, [QuantCalibrationHook(num_batches=2, rule='mse')],
+                        model=model)
+    weight = model.conv.weight.detach().clone()
+    hook = runner._hooks[[type(h) for h in runner._hooks].index(QuantCalibrationHook)]
+    hook.before_train(runner)
+    # 2-bit weight (codes -2..1) and input (codes 0..3): the searched steps
+    assert model.conv.weight_quantizer.step.item() == pytest.approx(
+        mse_scale(weight.view(1, -1), -2, 1).item(), rel=1e-6)
+    inputs = torch.cat([s.flatten() for s in seen]).view(1, -1)
+    assert model.conv.input_quantizer.step.item() == pytest.approx(
+        mse_scale(inputs, 0, 3).item(), rel=1e-6)
+    # below LSQ's first-batch rule for the weight
+    assert model.conv.weight_quantizer.step.item() < 2 * weight.abs().mean().item()
 
 
 def quantizers_of(model):
