@@ -26,6 +26,8 @@ BEGIN, END = '<!-- accuracy-study:begin -->', '<!-- accuracy-study:end -->'
 COLUMNS = (('fp_continued', 'FP trained on'), ('aqd', 'AQD'), ('aqd_kd', 'AQD + distillation'),
            ('aqd_float', 'AQD, plain fake-quant'), ('integer', 'integer engine (AQD model)'))
 BITS_ORDER = (4, 3, 2)
+#: The 2-bit recipe rows' methods start with this (``aqd_study.RECIPES``).
+RECIPE_PREFIX = 'recipe-'
 #: The plan's fine-tune lengths (the plot's x ticks).
 PLAN_ITERS = (100, 300, 900)
 
@@ -104,6 +106,40 @@ def setup_table(table: Dict[Key, Cell], data: str, detector: str,
     return '\n'.join(lines)
 
 
+def recipe_table(table: Dict[Key, Cell], data: str, detector: str,
+                 start: Optional[float]) -> Optional[str]:
+    """The 2-bit recipe rows of a setup beside its AQD row, or None if it has none.
+
+    Args:
+        table (dict): From :func:`aggregate`.
+        data (str): Data set.
+        detector (str): Detector.
+        start (float, optional): The start model's mAP (:func:`fp_start`).
+
+    Returns:
+        str, optional: A markdown table: a line per (recipe, iterations), AQD's line
+        first, with each line's distance from the start model and from AQD.
+    """
+    keys = sorted(k for k in table if k[:2] == (data, detector)
+                  and k[2].startswith(RECIPE_PREFIX))
+    if not keys:
+        return None
+    lines = ['| 2-bit recipe | fine-tune iterations | bbox mAP | − FP start | − AQD |',
+             '|---|---|---|---|---|']
+    for it in sorted({k[4] for k in keys}):
+        aqd = table.get((data, detector, 'aqd', 2, it))
+        for key in [(data, detector, 'aqd', 2, it)] + [k for k in keys if k[4] == it]:
+            cell = table.get(key)
+            if cell is None:
+                continue
+            gap = f'{100 * (cell["map"] - start):+.1f} AP' if start is not None else '–'
+            gain = f'{100 * (cell["map"] - aqd["map"]):+.1f} AP' if aqd else '–'
+            name = 'AQD (the config)' if key[2] == 'aqd' else key[2][len(RECIPE_PREFIX):]
+            lines.append(f'| {name} | {it} | {format_cell(cell)} | {gap} | '
+                         f'{gain if key[2] != "aqd" else ""} |')
+    return '\n'.join(lines)
+
+
 def render(rows: Sequence[Dict], figure: Optional[str] = None) -> str:
     """The tables of every data set and detector in the rows, with their start models."""
     table = aggregate(rows)
@@ -113,6 +149,9 @@ def render(rows: Sequence[Dict], figure: Optional[str] = None) -> str:
         start_text = f'{start:.3f}' if start is not None else 'not trained yet'
         parts += [f'**{detector}, {data}** (FP start model: bbox mAP {start_text})', '',
                   setup_table(table, data, detector, start), '']
+        recipes = recipe_table(table, data, detector, start)
+        if recipes:
+            parts += [recipes, '']
     if figure:
         parts += [f'![mAP vs fine-tune iterations]({figure})', '']
     return '\n'.join(parts).rstrip() + '\n'

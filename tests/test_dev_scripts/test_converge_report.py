@@ -43,6 +43,18 @@ def test_table_lines_per_iterations_and_bits_with_the_gap_to_the_start_model():
         'No fine-tune of this setup has finished yet.')
 
 
+def test_recipe_rows_get_their_own_table_beside_aqd():
+    rows = ROWS + [_row('recipe-lr1e-3', 2, 300, 0, 0.55), _row('recipe-mse', 2, 300, 0, 0.38)]
+    table = report.aggregate(rows)
+    assert report.recipe_table(table, 'synthetic', 'retinanet', 0.6).splitlines()[2:] == [
+        '| AQD (the config) | 300 | 0.420 ± 0.028 (2) | -18.0 AP |  |',
+        '| lr1e-3 | 300 | 0.550 | -5.0 AP | +13.0 AP |',
+        '| mse | 300 | 0.380 | -22.0 AP | -4.0 AP |',
+    ]
+    assert report.recipe_table(report.aggregate(ROWS), 'synthetic', 'retinanet', 0.6) is None
+    assert '| lr1e-3 | 300 | 0.550 |' in report.render(rows)
+
+
 def test_main_writes_the_report_plot_and_readme_block(tmp_path):
     results = tmp_path / 'accuracy_study.json'
     results.write_text(json.dumps(ROWS))
