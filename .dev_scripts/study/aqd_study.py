@@ -41,6 +41,7 @@ import os.path as osp
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -67,8 +68,9 @@ SECONDS_PER_RUN = 25
 COST_SECONDS_PER_REPEAT = 15
 #: The int64 engine's evaluation time relative to the fake-quant model's.
 INTEGER_EVAL_FACTOR = 5
-#: The quantized configs' AdamW lr (10x below the FP configs'), for the FP control.
-FINE_TUNE_LR = 1e-4
+#: The quantized digits configs' AdamW lr (the FP configs'), for the FP control.
+FINE_TUNE_LR = Config.fromfile(osp.join(CONFIGS, 'retinanet_r18_fpn_aqd-w4a4_synthetic.py')
+                               ).optim_wrapper.optimizer.lr
 #: The configs' own 8-bit patterns (configs/_base_/quantization/aqd_w4a4.py).
 QUANTIZATION = Config.fromfile(osp.join(ROOT, 'configs', '_base_', 'quantization',
                                         'aqd_w4a4.py'))
@@ -324,12 +326,13 @@ PLAIN_QAT_HOOKS = dict(custom_hooks=[dict(type='QuantNaNGuardHook')])
 MSE_STEPS = dict(custom_hooks=[dict(type='QuantCalibrationHook', rule='mse', num_batches=4),
                                dict(type='QuantNaNGuardHook'),
                                QUANTIZATION.integer_aware_hook])
-#: The FP configs' lr (10x the fine-tune's) for a quantized fine-tune.
-FP_LR = dict(optim_wrapper=dict(optimizer=dict(lr=10 * FINE_TUNE_LR)))
-#: The 2-bit recipe rows (what limits 2 bits, #18): changes to the AQD config, each a
-#: row at 2 bits and 300 iterations from the setup's FP model.
-RECIPES = {'recipe-mse': MSE_STEPS, 'recipe-lr1e-3': FP_LR,
-           'recipe-mse-lr1e-3': _merge(MSE_STEPS, FP_LR)}
+#: AQD's fine-tune lr ratio, a tenth of the FP lr: the quantized digits configs' lr
+#: until the recipe rows showed 2 bits short of budget with it.
+TENTH_LR = dict(optim_wrapper=dict(optimizer=dict(lr=FINE_TUNE_LR / 10)))
+#: The recipe rows (what limits 2 bits, #18): name -> (bit widths, changes to the AQD
+#: config), each a row at 300 iterations from the setup's FP model.
+RECIPES = {'recipe-lr1e-4': ((2, 4, 3), TENTH_LR), 'recipe-mse': ((2, ), MSE_STEPS),
+           'recipe-mse-lr1e-4': ((2, ), _merge(MSE_STEPS, TENTH_LR))}
 
 
 def build_converge_plan() -> List[Run]:
@@ -341,7 +344,7 @@ def build_converge_plan() -> List[Run]:
     fine-tunes' optimizer (``fp_continued``), for each of :data:`CONVERGE_ITERS`
     on the digits (300 on NEON); fine-tune seeds 1 and 2 at 300 iterations; at 300
     iterations also AQD without integer-aware QAT (``aqd_float``, 4 and 2 bits), the
-    integer engine's mAP of the AQD models (``integer``) and the 2-bit recipe rows
+    integer engine's mAP of the AQD models (``integer``) and the recipe rows
     (:data:`RECIPES`). Last, the 2-bit head
     norm ablation on the digits: shared BN and GN heads, each from its own FP
     model, at 300 and 900 iterations (multi-level BN is the ``aqd`` row).
@@ -399,9 +402,9 @@ def build_converge_plan() -> List[Run]:
             runs.append(Run(f'{parent}_integer', setup.dataset, setup.detector, 'integer',
                             bits, 0, f'{setup.detector}_r18_fpn_aqd-w{bits}a{bits}_synthetic.py',
                             parent=parent, integer='int', iters=300))
-        for method, extra in RECIPES.items():
-            runs.append(tune_row(prefix, setup.dataset, setup.detector, method, 2, 300,
-                                 extra=extra))
+        for method, (recipe_bits, extra) in RECIPES.items():
+            runs += [tune_row(prefix, setup.dataset, setup.detector, method, bits, 300,
+                              extra=extra) for bits in recipe_bits]
     for iters in CONVERGE_ITERS[1:2]:
         for setup in digits:
             runs += core(setup, iters, (0, ))
@@ -626,11 +629,36 @@ def adopt_fp_checkpoints(plan: List[Run], given: Sequence[str]) -> List[Run]:
             if run.name in checkpoints else run for run in plan]
 
 
+def config_sha256(run: Run) -> str:
+    """The SHA-256 (first 16 hex digits) of the run's config as mmengine resolves it.
+
+    The config file's own text and all it inherits count, with the run's changes
+    merged in; the paths that depend on where the study runs (the start checkpoint,
+    a teacher, a val subset) do not. So a row made before a change to a config
+    under ``configs/`` (a new default lr) is told apart from one made after it.
+
+    Args:
+        run (Run): The run.
+
+    Returns:
+        str: 16 hex digits.
+    """
+    # placeholders for the start checkpoint and the teacher's config
+    text = render_config(run, 'start.pth', None, 'teacher.py' if run.distill else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'config.py')
+        with open(path, 'w') as f:
+            f.write(text)
+        resolved = Config.fromfile(path).pretty_text
+    return hashlib.sha256(resolved.encode()).hexdigest()[:16]
+
+
 def cache_is_valid(run: Run, root: str) -> bool:
     """Whether a run's cached result is still its result.
 
     It is not when the run's definition changed (config, changes, iterations, seed,
-    parent...) or its parent finished after it (the parent was rerun).
+    parent...), the config files it resolves to changed (:func:`config_sha256`), or
+    its parent finished after it (the parent was rerun).
 
     Args:
         run (Run): The planned run.
@@ -646,6 +674,8 @@ def cache_is_valid(run: Run, root: str) -> bool:
         row = json.load(f)
     # through JSON, as the cached row went (tuples become lists)
     if any(row.get(key) != value for key, value in json.loads(json.dumps(asdict(run))).items()):
+        return False
+    if row.get('config_sha256') != config_sha256(run):
         return False
     if run.parent is None:
         return True
@@ -735,9 +765,12 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str],
     # an FP row is always rerun where it has no cache: its children need its checkpoint
     previous = (committed or {}).get(run.name) if run.parent is not None else None
     start = start_model(run, root, committed) if run.parent is not None else None
-    # a row from another FP model (retrained on another machine) is not this study's
+    digest = config_sha256(run)
+    # a row from another FP model (retrained on another machine) is not this study's,
+    # nor one made from other config files
     if previous is not None and not osp.isfile(cached) and start is not None and (
-            previous.get('start_sha256') == start) and all(
+            previous.get('start_sha256') == start) and previous.get(
+            'config_sha256') == digest and all(
             previous.get(k) == v for k, v in json.loads(json.dumps(asdict(run))).items()):
         return previous
     os.makedirs(work_dir, exist_ok=True)
@@ -780,7 +813,8 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str],
         raise RuntimeError(f'{run.name}: no bbox metrics (no detection above the threshold?)')
     result = dict(asdict(run), metrics=metrics, seconds=round(time.time() - began, 1),
                   command=' '.join(cmd[1:]).replace(ROOT + '/', ''),
-                  start_sha256=start if run.parent is not None else start_model(run, root))
+                  start_sha256=start if run.parent is not None else start_model(run, root),
+                  config_sha256=digest)
     with open(cached, 'w') as f:
         json.dump(result, f, indent=1)
     return result
@@ -866,6 +900,31 @@ def missing_data(plan: Sequence[Run], root: str = ROOT) -> List[Tuple[str, str]]
     return missing
 
 
+def current_rows(committed: Dict[str, Dict], plan: Sequence[Run]) -> Dict[str, Dict]:
+    """The committed rows that the plan still makes as they were made.
+
+    A row stays if the plan has a run of its name with its definition and the same
+    resolved config (:func:`config_sha256`); a row made before a config under
+    ``configs/`` changed, or one the plan no longer has, goes (git keeps it).
+
+    Args:
+        committed (dict): Rows committed before (:func:`committed_rows`).
+        plan (sequence[Run]): The whole plan (not only the runs of this call).
+
+    Returns:
+        dict: Name -> row, the rows that stay.
+    """
+    runs = {run.name: run for run in plan}
+    kept = {}
+    for name, row in committed.items():
+        run = runs.get(name)
+        if run is None or row.get('config_sha256') != config_sha256(run):
+            continue
+        if all(row.get(k) == v for k, v in json.loads(json.dumps(asdict(run))).items()):
+            kept[name] = row
+    return kept
+
+
 def write_accuracy_study(rows: Sequence[Dict], committed: Dict[str, Dict], path: str) -> str:
     """Write the converging study's flat rows: this call's, then committed ones not rerun.
 
@@ -946,7 +1005,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     subsets = val_subsets(mode, root)
     rows, failed = [], {}
     start = time.time()
-    committed = committed_rows(ACCURACY_STUDY) if mode == 'converge' else {}
+    committed = {}
+    if mode == 'converge':
+        committed = committed_rows(ACCURACY_STUDY)
+        current = current_rows(committed, build_plan(mode))
+        for name in sorted(set(committed) - set(current)):
+            print(f'committed row {name} is not the plan\'s any more (another definition or '
+                  f'config); it leaves {osp.relpath(ACCURACY_STUDY, ROOT)}', flush=True)
+        committed = current
     out = args.out or (osp.join(root, 'results_only.json') if args.only else osp.join(
         ROOT, 'docs', 'results', f'benchmarks{"" if mode == "full" else "_" + mode}.json'))
     for run in plan:

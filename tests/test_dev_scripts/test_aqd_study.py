@@ -108,7 +108,7 @@ def test_a_failed_row_skips_its_children_and_the_rest_runs(tmp_path, monkeypatch
         ran.append(run.name)
         if run.name == 'synthetic/retinanet/aqd_w4_s0':
             raise RuntimeError('boom')
-        return dict(study.asdict(run), metrics={'coco/bbox_mAP': 0.5}, seconds=1.0,
+        return dict(study.asdict(run), config_sha256=study.config_sha256(run), metrics={'coco/bbox_mAP': 0.5}, seconds=1.0,
                     command='x')
 
     monkeypatch.setattr(study, 'execute', fake_execute)
@@ -183,7 +183,8 @@ def test_cached_rows_are_reused_only_while_their_definition_and_parent_hold(tmp_
     for run in (fp, child):
         (tmp_path / run.name).mkdir(parents=True)
         (tmp_path / run.name / 'study_result.json').write_text(json.dumps(
-            dict(study.asdict(run), metrics={'coco/bbox_mAP': 0.1}, seconds=1.0)))
+            dict(study.asdict(run), config_sha256=study.config_sha256(run),
+                 metrics={'coco/bbox_mAP': 0.1}, seconds=1.0)))
     os.utime(tmp_path / fp.name / 'study_result.json', (1000, 1000))
     assert study.cache_is_valid(fp, str(tmp_path)) and study.cache_is_valid(child, str(tmp_path))
     changed = dataclasses.replace(child, iters=child.iters + 1)
@@ -195,6 +196,55 @@ def test_cached_rows_are_reused_only_while_their_definition_and_parent_hold(tmp_
     os.utime(tmp_path / child.name / 'study_result.json', (2000, 2000))
     assert not study.cache_is_valid(child, str(tmp_path))
     assert not study.cache_is_valid(plan['synthetic/retinanet/aqd_w2_s0'], str(tmp_path))
+
+
+def test_config_digest_follows_the_config_files_not_the_paths(tmp_path, monkeypatch):
+    configs = tmp_path / 'configs'
+    configs.mkdir()
+    (configs / 'base.py').write_text('optim_wrapper = dict(optimizer=dict(lr=0.001))\n')
+    (configs / 'child.py').write_text("_base_ = './base.py'\nmodel = dict(depth=18)\n")
+    monkeypatch.setattr(study, 'CONFIGS', str(configs))
+    run = study.Run('d/r/aqd_w2', 'synthetic', 'retinanet', 'aqd', 2, 0, 'child.py',
+                    parent='d/r/fp_s0', iters=3)
+    first = study.config_sha256(run)
+    assert len(first) == 16 and study.config_sha256(run) == first
+    # a change to an inherited file (a new default lr) is a new digest, and back again
+    (configs / 'base.py').write_text('optim_wrapper = dict(optimizer=dict(lr=0.0001))\n')
+    assert study.config_sha256(run) != first
+    (configs / 'base.py').write_text('optim_wrapper = dict(optimizer=dict(lr=0.001))\n')
+    assert study.config_sha256(run) == first
+    # the run's changes count; a change that restates the file's value does not
+    assert study.config_sha256(dataclasses.replace(run, changes=dict(
+        optim_wrapper=dict(optimizer=dict(lr=0.0001))))) != first
+    assert study.config_sha256(dataclasses.replace(run, changes=dict(
+        optim_wrapper=dict(optimizer=dict(lr=0.001))))) == first
+    # the cache of a row made before the file changed is not its result
+    (tmp_path / run.name).mkdir(parents=True)
+    (tmp_path / run.name / 'study_result.json').write_text(json.dumps(
+        dict(study.asdict(run), config_sha256=first, metrics={}, seconds=1.0)))
+    (tmp_path / 'd/r/fp_s0').mkdir(parents=True)
+    (tmp_path / 'd/r/fp_s0/study_result.json').write_text('{}')
+    os.utime(tmp_path / 'd/r/fp_s0/study_result.json', (1000, 1000))
+    assert study.cache_is_valid(run, str(tmp_path))
+    (configs / 'child.py').write_text("_base_ = './base.py'\nmodel = dict(depth=34)\n")
+    assert not study.cache_is_valid(run, str(tmp_path))
+
+
+def test_committed_rows_stay_only_while_the_plan_makes_them_as_they_were_made():
+    plan = study.build_plan('converge')
+    runs = {r.name: r for r in plan}
+    names = ['synthetic/fcos/fp_s0', 'synthetic/fcos/aqd_w2_i300_s0',
+             'synthetic/fcos/recipe-lr1e-4_w4_i300_s0']
+    committed = {n: dict(study.asdict(runs[n]), config_sha256=study.config_sha256(runs[n]),
+                         metrics={'coco/bbox_mAP': 0.5}) for n in names}
+    assert study.current_rows(committed, plan) == committed
+    stale = dict(committed)
+    stale[names[1]] = dict(committed[names[1]], config_sha256='0' * 16)  # an older config
+    stale[names[2]] = {k: v for k, v in committed[names[2]].items() if k != 'config_sha256'}
+    stale['synthetic/fcos/gone_w2'] = dict(committed[names[1]], name='synthetic/fcos/gone_w2')
+    assert list(study.current_rows(stale, plan)) == names[:1]
+    redefined = {names[0]: dict(committed[names[0]], iters=100)}
+    assert study.current_rows(redefined, plan) == {}
 
 
 def test_fp_control_trains_on_with_the_fine_tunes_optimizer_and_schedule(tmp_path):
@@ -396,16 +446,20 @@ def test_recipe_rows_change_only_their_recipe(tmp_path):
     for det in ('retinanet', 'fcos'):
         base = config_of(f'synthetic/{det}/aqd_w2_i300_s0')
         mse = config_of(f'synthetic/{det}/recipe-mse_w2_i300_s0')
-        fast = config_of(f'synthetic/{det}/recipe-lr1e-3_w2_i300_s0')
-        both = config_of(f'synthetic/{det}/recipe-mse-lr1e-3_w2_i300_s0')
-        assert base.optim_wrapper.optimizer.lr == mse.optim_wrapper.optimizer.lr == 1e-4
-        assert fast.optim_wrapper.optimizer.lr == both.optim_wrapper.optimizer.lr == 1e-3
-        assert fast.custom_hooks == base.custom_hooks
+        slow = config_of(f'synthetic/{det}/recipe-lr1e-4_w2_i300_s0')
+        both = config_of(f'synthetic/{det}/recipe-mse-lr1e-4_w2_i300_s0')
+        # the configs fine-tune at the FP configs' lr; the recipe rows at a tenth of it
+        fp = Config.fromfile(osp.join(study.CONFIGS, f'{det}_r18_fpn_aqd-fp32_synthetic.py'))
+        assert base.optim_wrapper.optimizer.lr == mse.optim_wrapper.optimizer.lr == \
+            fp.optim_wrapper.optimizer.lr == study.FINE_TUNE_LR == 1e-3
+        assert slow.optim_wrapper.optimizer.lr == both.optim_wrapper.optimizer.lr == 1e-4
+        assert slow.custom_hooks == base.custom_hooks
+        assert f'synthetic/{det}/recipe-lr1e-4_w4_i300_s0' in plan
         for cfg in (mse, both):
             calibration, *rest = cfg.custom_hooks
             assert calibration == dict(type='QuantCalibrationHook', rule='mse', num_batches=4)
             assert rest == base.custom_hooks
-        for cfg in (mse, fast, both):
+        for cfg in (mse, slow, both):
             assert cfg.model == base.model and cfg.param_scheduler == base.param_scheduler
             assert cfg.load_from == '/ckpt/fp.pth' and cfg.train_cfg.max_iters == 300
 
@@ -426,7 +480,7 @@ def test_flat_rows_and_committed_rows_are_read_back(tmp_path):
     integer = plan['synthetic/retinanet/aqd_w2_i300_s0_integer']
     runs = tmp_path / 'runs'
     sha = _fake_fp_checkpoint(runs, fp.name, b'fp model')
-    rows = [dict(study.asdict(run), metrics={'coco/bbox_mAP': value}, seconds=1.0, command='c',
+    rows = [dict(study.asdict(run), config_sha256=study.config_sha256(run), metrics={'coco/bbox_mAP': value}, seconds=1.0, command='c',
                  start_sha256=sha) for run, value in ((fp, 0.6), (aqd, 0.5), (integer, 0.49))]
     path = tmp_path / 'accuracy_study.json'
     study.write_accuracy_study(rows, {}, str(path))
@@ -457,7 +511,7 @@ def test_committed_rows_of_another_fp_model_are_neither_reused_nor_kept(tmp_path
     fcos_aqd = plan['synthetic/fcos/aqd_w2_i300_s0']
     runs = tmp_path / 'runs'
     old = hashlib.sha256(b'old fp model').hexdigest()[:16]
-    rows = [dict(study.asdict(run), metrics={'coco/bbox_mAP': 0.5}, seconds=1.0, command='c',
+    rows = [dict(study.asdict(run), config_sha256=study.config_sha256(run), metrics={'coco/bbox_mAP': 0.5}, seconds=1.0, command='c',
                  start_sha256=old) for run in (fp, aqd, fcos_fp, fcos_aqd)]
     path = tmp_path / 'accuracy_study.json'
     study.write_accuracy_study(rows, {}, str(path))
