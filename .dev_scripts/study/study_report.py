@@ -388,7 +388,8 @@ def zoo_page(results: Dict, results_path: str) -> str:
              f'{results_path}; edit that script, not this file. -->', '',
              f'Measured rows come from the AQD study (`{results["command"]}`, '
              f'{results["date"]}, 2 CPU cores; report: '
-             '[docs/benchmarks.md](../../docs/benchmarks.md)). They use the study\'s '
+             '[docs/benchmarks.md](../../docs/benchmarks.md)). They use the configs as '
+             'they were on that date (the README says what changed since) and the study\'s '
              'budget, not the configs\' own schedules: FP models of 200 iterations '
              '(digits) or 800 (NEON), AQD fine-tunes of the listed iterations from them. '
              'bbox mAP is mean ± std over the seeds; digits: the first 200 val images, NEON: '
