@@ -26,7 +26,7 @@ BEGIN, END = '<!-- accuracy-study:begin -->', '<!-- accuracy-study:end -->'
 COLUMNS = (('fp_continued', 'FP trained on'), ('aqd', 'AQD'), ('aqd_kd', 'AQD + distillation'),
            ('aqd_float', 'AQD, plain fake-quant'), ('integer', 'integer engine (AQD model)'))
 BITS_ORDER = (4, 3, 2)
-#: The 2-bit recipe rows' methods start with this (``aqd_study.RECIPES``).
+#: The recipe rows' methods start with this (``aqd_study.RECIPES``).
 RECIPE_PREFIX = 'recipe-'
 #: The plan's fine-tune lengths (the plot's x ticks).
 PLAN_ITERS = (100, 300, 900)
@@ -86,9 +86,10 @@ def setup_table(table: Dict[Key, Cell], data: str, detector: str,
         str: The table, with AQD's distance from the start model in the last column,
         or a line saying that no fine-tune of the setup has finished yet.
     """
-    iters = sorted({k[4] for k in table if k[:2] == (data, detector) and k[2] != 'fp'})
+    methods = {m for m, _ in COLUMNS}
+    iters = sorted({k[4] for k in table if k[:2] == (data, detector) and k[2] in methods})
     if not iters:
-        return 'No fine-tune of this setup has finished yet.'
+        return 'No fine-tune with the configs as they are has finished yet.'
     head = ['fine-tune iterations', 'bits', *(name for _, name in COLUMNS), 'AQD − FP start']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for it in iters:
@@ -108,7 +109,7 @@ def setup_table(table: Dict[Key, Cell], data: str, detector: str,
 
 def recipe_table(table: Dict[Key, Cell], data: str, detector: str,
                  start: Optional[float]) -> Optional[str]:
-    """The 2-bit recipe rows of a setup beside its AQD row, or None if it has none.
+    """The recipe rows of a setup beside its AQD rows, or None if it has none.
 
     Args:
         table (dict): From :func:`aggregate`.
@@ -117,26 +118,28 @@ def recipe_table(table: Dict[Key, Cell], data: str, detector: str,
         start (float, optional): The start model's mAP (:func:`fp_start`).
 
     Returns:
-        str, optional: A markdown table: a line per (recipe, iterations), AQD's line
-        first, with each line's distance from the start model and from AQD.
+        str, optional: A markdown table: a line per (iterations, bits, recipe), AQD's
+        line first, with each line's distance from the start model and from AQD.
     """
-    keys = sorted(k for k in table if k[:2] == (data, detector)
-                  and k[2].startswith(RECIPE_PREFIX))
+    keys = [k for k in table if k[:2] == (data, detector) and k[2].startswith(RECIPE_PREFIX)]
     if not keys:
         return None
-    lines = ['| 2-bit recipe | fine-tune iterations | bbox mAP | − FP start | − AQD |',
-             '|---|---|---|---|---|']
-    for it in sorted({k[4] for k in keys}):
-        aqd = table.get((data, detector, 'aqd', 2, it))
-        for key in [(data, detector, 'aqd', 2, it)] + [k for k in keys if k[4] == it]:
+    lines = ['| recipe | fine-tune iterations | bits | bbox mAP | − FP start | − AQD |',
+             '|---|---|---|---|---|---|']
+    for it, bits in sorted({(k[4], k[3]) for k in keys}, key=lambda ib: (ib[0], -ib[1])):
+        aqd_key = (data, detector, 'aqd', bits, it)
+        aqd = table.get(aqd_key)
+        for key in [aqd_key] + sorted(k for k in keys if (k[4], k[3]) == (it, bits)):
             cell = table.get(key)
             if cell is None:
                 continue
             gap = f'{100 * (cell["map"] - start):+.1f} AP' if start is not None else '–'
-            gain = f'{100 * (cell["map"] - aqd["map"]):+.1f} AP' if aqd else '–'
-            name = 'AQD (the config)' if key[2] == 'aqd' else key[2][len(RECIPE_PREFIX):]
-            lines.append(f'| {name} | {it} | {format_cell(cell)} | {gap} | '
-                         f'{gain if key[2] != "aqd" else ""} |')
+            if key[2] == 'aqd':
+                name, gain = 'AQD (the config)', ''
+            else:
+                name = key[2][len(RECIPE_PREFIX):]
+                gain = f'{100 * (cell["map"] - aqd["map"]):+.1f} AP' if aqd else '–'
+            lines.append(f'| {name} | {it} | {bits} | {format_cell(cell)} | {gap} | {gain} |')
     return '\n'.join(lines)
 
 

@@ -40,19 +40,27 @@ def test_table_lines_per_iterations_and_bits_with_the_gap_to_the_start_model():
     ]
     only_fp = report.aggregate(ROWS[:1])  # a setup whose fine-tunes have not run
     assert report.setup_table(only_fp, 'synthetic', 'retinanet', 0.6) == (
-        'No fine-tune of this setup has finished yet.')
+        'No fine-tune with the configs as they are has finished yet.')
 
 
 def test_recipe_rows_get_their_own_table_beside_aqd():
-    rows = ROWS + [_row('recipe-lr1e-3', 2, 300, 0, 0.55), _row('recipe-mse', 2, 300, 0, 0.38)]
+    rows = ROWS + [_row('recipe-lr1e-4', 2, 300, 0, 0.55), _row('recipe-mse', 2, 300, 0, 0.38),
+                   _row('recipe-lr1e-4', 4, 300, 0, 0.62), _row('recipe-lr1e-4', 3, 300, 0, 0.5)]
     table = report.aggregate(rows)
     assert report.recipe_table(table, 'synthetic', 'retinanet', 0.6).splitlines()[2:] == [
-        '| AQD (the config) | 300 | 0.420 ± 0.028 (2) | -18.0 AP |  |',
-        '| lr1e-3 | 300 | 0.550 | -5.0 AP | +13.0 AP |',
-        '| mse | 300 | 0.380 | -22.0 AP | -4.0 AP |',
+        '| AQD (the config) | 300 | 4 | 0.650 | +5.0 AP |  |',
+        '| lr1e-4 | 300 | 4 | 0.620 | +2.0 AP | -3.0 AP |',
+        '| lr1e-4 | 300 | 3 | 0.500 | -10.0 AP | – |',
+        '| AQD (the config) | 300 | 2 | 0.420 ± 0.028 (2) | -18.0 AP |  |',
+        '| lr1e-4 | 300 | 2 | 0.550 | -5.0 AP | +13.0 AP |',
+        '| mse | 300 | 2 | 0.380 | -22.0 AP | -4.0 AP |',
     ]
     assert report.recipe_table(report.aggregate(ROWS), 'synthetic', 'retinanet', 0.6) is None
-    assert '| lr1e-3 | 300 | 0.550 |' in report.render(rows)
+    assert '| lr1e-4 | 300 | 2 | 0.550 |' in report.render(rows)
+    # recipe rows alone make no line in the main table
+    only_recipes = [r for r in rows if r['method'] in ('fp', 'recipe-lr1e-4')]
+    assert report.setup_table(report.aggregate(only_recipes), 'synthetic', 'retinanet',
+                              0.6).startswith('No fine-tune with the configs as they are')
 
 
 def test_main_writes_the_report_plot_and_readme_block(tmp_path):
