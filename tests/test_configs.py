@@ -49,7 +49,7 @@ def test_config_builds_with_aqd_fp_architecture(path):
         bits = int(name.split('-w')[1][0])
         assert model.quant_cfg['w_bits'] == model.quant_cfg['a_bits'] == bits
         assert model.backbone.conv1.w_bits == 8
-        # quantized fine-tunes start from an FP checkpoint at a 10x lower lr
+        # quantized fine-tunes start from an FP checkpoint
         assert cfg.load_from and '-fp32_' in cfg.load_from
     # custom hooks build, and their layer patterns fit this model
     for hook_cfg in cfg.get('custom_hooks', []):
