@@ -653,6 +653,23 @@ def config_sha256(run: Run) -> str:
     return hashlib.sha256(resolved.encode()).hexdigest()[:16]
 
 
+def made_as_planned(row: Dict, run: Run, digest: Optional[str] = None) -> bool:
+    """Whether a cached or committed row has the run's definition and resolved config.
+
+    Args:
+        row (dict): The row.
+        run (Run): The planned run.
+        digest (str, optional): The run's :func:`config_sha256`, if already computed.
+
+    Returns:
+        bool: True if the row is the run's.
+    """
+    # through JSON, as the row went (tuples become lists)
+    if any(row.get(key) != value for key, value in json.loads(json.dumps(asdict(run))).items()):
+        return False
+    return row.get('config_sha256') == (digest or config_sha256(run))
+
+
 def cache_is_valid(run: Run, root: str) -> bool:
     """Whether a run's cached result is still its result.
 
@@ -672,10 +689,7 @@ def cache_is_valid(run: Run, root: str) -> bool:
         return False
     with open(cached) as f:
         row = json.load(f)
-    # through JSON, as the cached row went (tuples become lists)
-    if any(row.get(key) != value for key, value in json.loads(json.dumps(asdict(run))).items()):
-        return False
-    if row.get('config_sha256') != config_sha256(run):
+    if not made_as_planned(row, run):
         return False
     if run.parent is None:
         return True
@@ -769,9 +783,7 @@ def execute(run: Run, root: str, python: str, val_ann: Optional[str],
     # a row from another FP model (retrained on another machine) is not this study's,
     # nor one made from other config files
     if previous is not None and not osp.isfile(cached) and start is not None and (
-            previous.get('start_sha256') == start) and previous.get(
-            'config_sha256') == digest and all(
-            previous.get(k) == v for k, v in json.loads(json.dumps(asdict(run))).items()):
+            previous.get('start_sha256') == start) and made_as_planned(previous, run, digest):
         return previous
     os.makedirs(work_dir, exist_ok=True)
     parent_ckpt = None
@@ -915,14 +927,8 @@ def current_rows(committed: Dict[str, Dict], plan: Sequence[Run]) -> Dict[str, D
         dict: Name -> row, the rows that stay.
     """
     runs = {run.name: run for run in plan}
-    kept = {}
-    for name, row in committed.items():
-        run = runs.get(name)
-        if run is None or row.get('config_sha256') != config_sha256(run):
-            continue
-        if all(row.get(k) == v for k, v in json.loads(json.dumps(asdict(run))).items()):
-            kept[name] = row
-    return kept
+    return {name: row for name, row in committed.items()
+            if name in runs and made_as_planned(row, runs[name])}
 
 
 def write_accuracy_study(rows: Sequence[Dict], committed: Dict[str, Dict], path: str) -> str:

@@ -108,8 +108,8 @@ def test_a_failed_row_skips_its_children_and_the_rest_runs(tmp_path, monkeypatch
         ran.append(run.name)
         if run.name == 'synthetic/retinanet/aqd_w4_s0':
             raise RuntimeError('boom')
-        return dict(study.asdict(run), config_sha256=study.config_sha256(run), metrics={'coco/bbox_mAP': 0.5}, seconds=1.0,
-                    command='x')
+        return dict(study.asdict(run), config_sha256=study.config_sha256(run),
+                    metrics={'coco/bbox_mAP': 0.5}, seconds=1.0, command='x')
 
     monkeypatch.setattr(study, 'execute', fake_execute)
     monkeypatch.setattr(study, 'val_subsets', lambda mode, root: {})
