@@ -30,13 +30,15 @@ class EngineLinks:
     """The engine's units and requantizations, by the fake-quant module they belong to.
 
     Attributes:
-        bn_units (list): ``(bn, level, S)``: the accumulator unit of the conv before
-            each folded BN (per level).
+        bn_units (list): ``(bn, level, S, b)``: the accumulator unit of the conv before
+            each folded BN (per level) and that conv's float bias (None without one),
+            which the fold adds to the BN's integer bias.
         add_units (list): ``(qadd, unit_x, unit_y)``: the units of each add's operands.
         requants (list): ``(quantizer, unit, m0, shift)``: each input quantizer's
             requantization from the producer's integers in ``unit``.
     """
-    bn_units: List[Tuple[nn.Module, int, torch.Tensor]] = field(default_factory=list)
+    bn_units: List[Tuple[nn.Module, int, torch.Tensor, Optional[torch.Tensor]]] = field(
+        default_factory=list)
     add_units: List[Tuple[QAdd, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     requants: List[Tuple[Quantizer, torch.Tensor, torch.Tensor, torch.Tensor]] = field(
         default_factory=list)
@@ -175,7 +177,8 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
             bias, sign, unit, constant = fold_bn(norms[level], acc_unit, conv.bias)
             constants.append(constant)
             if links is not None:
-                links.bn_units.append((norms[level], level, acc_unit))
+                links.bn_units.append((norms[level], level, acc_unit,
+                                       None if conv.bias is None else conv.bias.detach()))
         else:
             bias = None if conv.bias is None else torch.round(
                 conv.bias.detach().double() / acc_unit.expand(conv.out_channels)).to(torch.int64)

@@ -67,15 +67,15 @@ def apply_engine_links(links: EngineLinks) -> Dict[str, int]:
         were left float (``'bn_shared'``) and quantizers plain (``'requant_shared'``).
     """
     by_bn: Dict[int, tuple] = {}
-    for bn, _, unit in links.bn_units:
+    for bn, _, unit, conv_bias in links.bn_units:
         bn_units = by_bn.setdefault(id(bn), (bn, []))[1]
-        bn_units.append(unit.reshape(-1))
+        bn_units.append((unit.reshape(-1), conv_bias))
     counts = {'bn': 0, 'bn_shared': 0, 'add': 0, 'requant': 0, 'requant_shared': 0}
     for bn, units in by_bn.values():
         if not isinstance(bn, QBN):
             continue
-        if all(torch.equal(u, units[0]) for u in units[1:]):
-            bn.set_input_unit(units[0])
+        if all(torch.equal(u, units[0][0]) for u, _ in units[1:]):
+            bn.set_input_unit(*units[0])
             counts['bn'] += 1
         else:
             bn.set_input_unit(None)

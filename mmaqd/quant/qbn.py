@@ -1,5 +1,5 @@
 """BatchNorm2d that knows its integer (folded) form and can simulate its bias rounding."""
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -37,8 +37,15 @@ class QBN(nn.BatchNorm2d):
     the running ones. ``gamma`` near 0 makes ``beta / g'`` large; that is the
     integer form's own limitation, not the simulation's.
 
-    The input unit is not saved in the state dict: it follows the learned scales
-    of the preceding conv and has to be set again (e.g. by a hook) as they change.
+    A conv with its own bias ``b`` before the BN adds ``b`` on its accumulator grid
+    in integer-aware mode, while the engine folds ``b`` into the BN's one integer
+    bias, ``round((beta / g' - mu + b) / S)``: given ``b`` by :meth:`set_input_unit`,
+    the BN takes the conv's rounded ``b`` back out and adds that bias instead, so
+    that the two roundings are the engine's one.
+
+    The input unit and conv bias are not saved in the state dict: they follow the
+    learned parameters of the preceding conv and have to be set again (e.g. by a
+    hook) as they change.
 
     Args:
         num_features, eps, momentum, affine, track_running_stats, device, dtype: As
@@ -62,22 +69,35 @@ class QBN(nn.BatchNorm2d):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.simulate_bias_rounding = simulate_bias_rounding
         self.register_buffer('input_unit', None, persistent=False)
+        self.register_buffer('conv_bias', None, persistent=False)
 
-    def set_input_unit(self, unit: Union[torch.Tensor, float, None]) -> None:
+    def set_input_unit(self, unit: Union[torch.Tensor, float, None],
+                       conv_bias: Optional[torch.Tensor] = None) -> None:
         """Set (or clear, with None) the accumulator unit ``S = s_x * s_w`` of the input.
 
         Args:
             unit (Tensor | float | None): Scalar, shape (1,) or per-channel shape (C,).
+            conv_bias (Tensor, optional): The float bias ``b`` of the conv before this
+                BN, shape (C,), which the engine folds into this BN's integer bias.
+                Defaults to None (a conv without bias).
         """
         if unit is None:
             self.input_unit = None
+            self.conv_bias = None
             return
         unit = torch.as_tensor(unit, dtype=torch.float32).detach().reshape(-1)
         if unit.numel() not in (1, self.num_features) or not (unit > 0).all():
             raise ValueError(f'{type(self).__name__}: the input unit must be positive with 1 '
                              f'or {self.num_features} elements, got {unit.tolist()}')
-        self.input_unit = unit.to(self.running_mean.device if self.running_mean is not None
-                                  else unit.device)
+        device = self.running_mean.device if self.running_mean is not None else unit.device
+        if conv_bias is not None:
+            conv_bias = torch.as_tensor(conv_bias, dtype=torch.float32).detach().reshape(-1)
+            if conv_bias.numel() != self.num_features:
+                raise ValueError(f'{type(self).__name__}: the conv bias must have '
+                                 f'{self.num_features} elements, got {conv_bias.numel()}')
+            conv_bias = conv_bias.to(device)
+        self.input_unit = unit.to(device)
+        self.conv_bias = conv_bias
 
     def _affine(self, like: torch.Tensor):
         if self.affine:
@@ -160,7 +180,7 @@ class QBN(nn.BatchNorm2d):
             return plain + self._rounding_correction(beta, mean, multiplier, x)
         unit = self.input_unit.to(x)
         constant, safe, shift = self._folded_shift(beta, mean, multiplier)
-        bias = unit * round_ste(shift / unit)
+        bias = self._grid_bias(shift, constant, unit, round_ste)
         out = safe.view(1, -1, 1, 1) * (x + bias.view(1, -1, 1, 1))
         if bool(constant.any()):
             out = torch.where(constant.view(1, -1, 1, 1), bias.view(1, -1, 1, 1).expand_as(out),
@@ -181,18 +201,32 @@ class QBN(nn.BatchNorm2d):
         safe = torch.where(constant, torch.ones_like(multiplier), multiplier)
         return constant, safe, torch.where(constant, beta, beta / safe - mean)
 
+    def _grid_bias(self, shift: torch.Tensor, constant: torch.Tensor, unit: torch.Tensor,
+                   rounding: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """What the folded BN adds to its input: ``S * round(c / S)``, ``c = beta / g' - mu``.
+
+        With a conv bias ``b`` (see :meth:`set_input_unit`) the input already holds
+        ``S * round(b / S)``, so it is ``S * round((c + b) / S) - S * round(b / S)``;
+        a constant (``gamma = 0``) channel ignores its input and keeps ``c = beta``.
+        """
+        if self.conv_bias is None:
+            return unit * rounding(shift / unit)
+        conv_bias = torch.where(constant, torch.zeros_like(shift), self.conv_bias.to(shift))
+        return unit * rounding((shift + conv_bias) / unit) - unit * torch.round(conv_bias / unit)
+
     @torch.no_grad()
     def _rounding_correction(self, beta: torch.Tensor, mean: torch.Tensor,
                              multiplier: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``g' * (S * round(c / S) - c)``, ``c = beta / g' - mu``: what the grid adds.
 
+        (With a conv bias, :meth:`_grid_bias` in place of ``S * round(c / S)``.)
         Added to the plain BN output as a constant (straight-through rounding), it
         gives ``g' * (x + S * round(c / S))``; a ``gamma = 0`` channel gets
         ``S * round(beta / S) - beta``, which makes it the constant ``beta`` on the grid.
         """
         unit = self.input_unit.to(like)
         constant, safe, shift = self._folded_shift(beta, mean, multiplier)
-        error = unit * torch.round(shift / unit) - shift
+        error = self._grid_bias(shift, constant, unit, torch.round) - shift
         return torch.where(constant, error, safe * error).view(1, -1, 1, 1)
 
     def _train_forward_rounded(self, x: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,37 @@ def test_simulated_bias_rounding_eval():
     assert torch.allclose(qbn(x)[0, 0], torch.tensor([[0.4, 2.4]]))
 
 
+def test_a_conv_bias_is_rounded_once_with_the_bn_bias():
+    """The engine's ``B = round((beta / g' - mu + b) / S)``, not ``round(b / S)`` plus
+    ``round((beta / g' - mu) / S)``: the conv already added ``S * round(b / S)``."""
+    qbn = QBN(2, simulate_bias_rounding=True).eval()
+    set_running(qbn, [4.0, 0.5], [1.0, -1.0], [0.3, -0.2], [4.0, 0.25])
+    # c / S = [6.67, -32], b / S = [-0.3, 1.2]: B = [6, -31], the conv added [0, 1] * S
+    qbn.set_input_unit(torch.tensor([0.03, 0.025]), conv_bias=torch.tensor([-0.009, 0.03]))
+    x = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2).expand(1, 2, 1, 2).contiguous()
+    # ch0 2 * (x + 6 * 0.03), ch1 1 * (x + (-31 - 1) * 0.025); two roundings gave 2 * (x + 0.21)
+    expected = torch.tensor([[0.36, 2.36], [-0.8, 0.2]]).view(1, 2, 1, 2)
+    assert torch.allclose(qbn(x), expected)
+    with pytest.raises(ValueError, match='conv bias must have 2 elements, got 3'):
+        qbn.set_input_unit(0.1, conv_bias=torch.zeros(3))
+    qbn.set_input_unit(None)
+    assert qbn.input_unit is None and qbn.conv_bias is None
+
+
+def test_a_conv_bias_in_training_with_batch_statistics():
+    _, qbn = make_pair()
+    qbn.simulate_bias_rounding = True
+    conv_bias = torch.tensor([0.8, -1.3, 0.2])
+    qbn.set_input_unit(0.5, conv_bias=conv_bias)
+    x = torch.randn(4, 3, 3, 3) * 2 + 1
+    out = qbn(x)
+    mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)
+    g = qbn.weight / torch.sqrt(var + qbn.eps)
+    grid = 0.5 * torch.round((qbn.bias / g - mean + conv_bias) / 0.5) - 0.5 * torch.round(
+        conv_bias / 0.5)
+    assert torch.allclose(out, g.view(1, 3, 1, 1) * (x + grid.view(1, 3, 1, 1)), atol=1e-5)
+
+
 def test_simulated_bias_rounding_train():
     bn, qbn = make_pair()
     qbn.simulate_bias_rounding = True
