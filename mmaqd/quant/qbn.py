@@ -1,10 +1,9 @@
 """BatchNorm2d that knows its integer (folded) form and can simulate its bias rounding."""
-from typing import Callable, NamedTuple, Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from .ste import round_ste
 
 
 class FoldedBN(NamedTuple):
@@ -85,7 +84,7 @@ class QBN(nn.BatchNorm2d):
             self.input_unit = None
             self.conv_bias = None
             return
-        unit = torch.as_tensor(unit, dtype=torch.float32).detach().reshape(-1)
+        unit = torch.as_tensor(unit, dtype=torch.float64).detach().reshape(-1)
         if unit.numel() not in (1, self.num_features) or not (unit > 0).all():
             raise ValueError(f'{type(self).__name__}: the input unit must be positive with 1 '
                              f'or {self.num_features} elements, got {unit.tolist()}')
@@ -178,9 +177,12 @@ class QBN(nn.BatchNorm2d):
             if not simulate:
                 return plain
             return plain + self._rounding_correction(beta, mean, multiplier, x)
-        unit = self.input_unit.to(x)
         constant, safe, shift = self._folded_shift(beta, mean, multiplier)
-        bias = self._grid_bias(shift, constant, unit, round_ste)
+        with torch.no_grad():  # the engine's fold, in float64 as it computes it
+            multiplier64 = gamma.detach().double() / torch.sqrt(var.double() + self.eps)
+            shift64 = self._folded_shift(beta.detach().double(), mean.double(), multiplier64)[2]
+            grid = self._grid_bias(shift64, constant, self.input_unit.double())
+        bias = grid.to(shift.dtype) + (shift - shift.detach())  # straight-through rounding
         out = safe.view(1, -1, 1, 1) * (x + bias.view(1, -1, 1, 1))
         if bool(constant.any()):
             out = torch.where(constant.view(1, -1, 1, 1), bias.view(1, -1, 1, 1).expand_as(out),
@@ -201,8 +203,8 @@ class QBN(nn.BatchNorm2d):
         safe = torch.where(constant, torch.ones_like(multiplier), multiplier)
         return constant, safe, torch.where(constant, beta, beta / safe - mean)
 
-    def _grid_bias(self, shift: torch.Tensor, constant: torch.Tensor, unit: torch.Tensor,
-                   rounding: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def _grid_bias(self, shift: torch.Tensor, constant: torch.Tensor,
+                   unit: torch.Tensor) -> torch.Tensor:
         """What the folded BN adds to its input: ``S * round(c / S)``, ``c = beta / g' - mu``.
 
         With a conv bias ``b`` (see :meth:`set_input_unit`) the input already holds
@@ -210,9 +212,9 @@ class QBN(nn.BatchNorm2d):
         a constant (``gamma = 0``) channel ignores its input and keeps ``c = beta``.
         """
         if self.conv_bias is None:
-            return unit * rounding(shift / unit)
+            return unit * torch.round(shift / unit)
         conv_bias = torch.where(constant, torch.zeros_like(shift), self.conv_bias.to(shift))
-        return unit * rounding((shift + conv_bias) / unit) - unit * torch.round(conv_bias / unit)
+        return unit * torch.round((shift + conv_bias) / unit) - unit * torch.round(conv_bias / unit)
 
     @torch.no_grad()
     def _rounding_correction(self, beta: torch.Tensor, mean: torch.Tensor,
@@ -226,7 +228,7 @@ class QBN(nn.BatchNorm2d):
         """
         unit = self.input_unit.to(like)
         constant, safe, shift = self._folded_shift(beta, mean, multiplier)
-        error = self._grid_bias(shift, constant, unit, torch.round) - shift
+        error = self._grid_bias(shift, constant, unit) - shift
         return torch.where(constant, error, safe * error).view(1, -1, 1, 1)
 
     def _train_forward_rounded(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,6 @@ from torch import nn
 from .bits import check_bits
 from .quantizer_base import Quantizer
 from .quantizer_types import get_quantizer_type
-from .ste import round_ste
 
 _INPUT_QUANT_MODES = ('unsigned', 'signed', None)
 
@@ -211,11 +210,23 @@ class QConv(nn.Conv2d):
             self.input_quantizer is None or self.input_quantizer.enabled)
         if not integer:
             return self._conv_forward(x, self.weight_quantizer(self.weight), self.bias)
-        unit = self.accumulator_unit(level).to(x)
-        bias = None if self.bias is None else unit * round_ste(self.bias / unit)
-        if self.training:
+        unit = self._exact_unit(level)
+        grid_bias = None
+        if self.bias is not None:  # as the engine: round(b / S) in float64
+            with torch.no_grad():
+                grid_bias = torch.round(self.bias.double() / unit) * unit
+        if self.training:  # straight-through: the gradient of b itself
+            bias = None if grid_bias is None else (
+                grid_bias.to(self.bias.dtype) + (self.bias - self.bias.detach()))
             return self._conv_forward(x, self.weight_quantizer(self.weight), bias)
-        return self._integer_conv(x, level, unit, bias)
+        return self._integer_conv(x, level, unit, grid_bias)
+
+    def _exact_unit(self, level: int) -> torch.Tensor:
+        """``S = s_x * s_w`` in float64, where the product of two float32 is exact."""
+        s_w = self.weight_quantizer.get_scale().detach().double()
+        if self.input_quantizer is None:
+            return s_w
+        return self.input_quantizers[level].get_scale().detach().double() * s_w
 
     @torch.no_grad()
     def _integer_conv(self, x: torch.Tensor, level: int, unit: torch.Tensor,
@@ -223,7 +234,7 @@ class QConv(nn.Conv2d):
         """Eval-mode integer-aware forward: ``S * conv(codes_x, codes_w) + bias``.
 
         The codes are convolved in float64, where every sum is exact, so the result
-        is the engine's accumulator times its unit.
+        is the engine's accumulator times its unit (``unit`` and ``bias`` in float64).
         """
         codes_w = self.weight_quantizer.integer_codes(self.weight).double()
         if self.input_quantizer is None:  # the integer image

@@ -24,7 +24,7 @@ def test_units_follow_the_scales_every_interval():
     assert model.backbone.layer1[0].add.simulate_alignment
     hook.before_train_iter(runner, 0)
     unit = model.backbone.norm1.input_unit.clone()
-    assert torch.allclose(unit, model.backbone.conv1.accumulator_unit())
+    assert torch.allclose(unit, model.backbone.conv1.accumulator_unit().double())
     assert hook.last_counts['add'] == 10
     with torch.no_grad():
         model.backbone.conv1.weight_quantizer.step.mul_(2)
