@@ -199,7 +199,7 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
         check_accumulator_fits(name, in_bits, in_signed, w_bits, kernel_elems, bias_bound,
                                INT32_MAX)
     except ValueError as err:
-        raise ConversionError(str(err)) from err
+        raise ConversionError(f'{err}{_large_bias_hint(biases, norms)}') from err
     if any(s is not None for s in signs) and any(s is None for s in signs):
         signs = [s if s is not None else torch.ones(conv.out_channels, dtype=torch.int64)
                  for s in signs]
@@ -209,6 +209,27 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
     return IntConv(name, weight, conv.stride, conv.padding, conv.dilation, conv.groups,
                    in_m0 if has_input else None, in_shift if has_input else None, in_range,
                    biases, signs, relu, units, w_bits=conv.weight_quantizer.bits)
+
+
+def _large_bias_hint(biases: Sequence[Optional[torch.Tensor]],
+                     norms: Sequence[Optional[_BatchNorm]]) -> str:
+    """Name the BN channel behind the largest folded bias, for an overflow message.
+
+    The folded bias is about ``beta / g' / S`` (:func:`fold_bn`), so a BN whose
+    gamma has barely left 0 (mmdet's ResNet starts the last BN of each block at
+    0) makes it huge. Returns '' when no BN was folded.
+    """
+    largest = [(int(b.abs().max()), level, int(b.abs().argmax()))
+               for level, b in enumerate(biases) if b is not None and norms[level] is not None]
+    if not largest:
+        return ''
+    _, level, channel = max(largest)
+    bn = norms[level]
+    gamma = float(bn.weight[channel]) if bn.affine else 1.0
+    beta = float(bn.bias[channel]) if bn.affine else 0.0
+    return (f'; the largest |bias| comes from channel {channel} of the BN at level {level} '
+            f'(gamma {gamma:.3g}, beta {beta:.3g}): a gamma near 0 makes the folded bias '
+            f'beta / gamma large')
 
 
 def _zero_constant_channels(name: str, weight: torch.Tensor,

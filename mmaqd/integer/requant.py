@@ -71,11 +71,12 @@ def quantize_multiplier(m: torch.Tensor,
     A multiplier that would need a shift above ``max_shift`` (a small one) gets
     ``shift = max_shift`` and ``m0 = round_half_up(m * 2^max_shift)`` instead: a
     mantissa with fewer significant bits (``m0 < 2^30``), still exact to
-    ``2^-(max_shift+1)``.
+    ``2^-(max_shift+1)``. (A BN whose gamma has barely left 0 makes such a
+    multiplier for the layer after it.)
 
     Args:
-        m (Tensor): Real multipliers of any shape, all finite and > 0, in about
-            ``[2^-32, 2^31)``. Computed in float64.
+        m (Tensor): Real multipliers of any shape, all finite and > 0, in
+            ``[2^-(max_shift+1), 2^31)``. Computed in float64.
         max_shift (int): Largest shift to use, at most 62. Defaults to 62.
 
     Returns:
@@ -84,8 +85,9 @@ def quantize_multiplier(m: torch.Tensor,
         ``shift`` in ``[0, max_shift]``.
 
     Raises:
-        ValueError: If any multiplier is <= 0, NaN or infinite, or needs a shift
-            outside ``[0, 62]``; the offending multipliers are listed.
+        ValueError: If any multiplier is <= 0, NaN or infinite, needs a negative
+            shift (``m >= 2^31``) or rounds to 0 at ``max_shift``; the offending
+            multipliers are listed.
     """
     m = torch.as_tensor(m).detach().to(torch.float64)
     bad = ~(torch.isfinite(m) & (m > 0))
@@ -100,7 +102,7 @@ def quantize_multiplier(m: torch.Tensor,
     shift = torch.where(carry, shift - 1, shift)
     if not 0 <= max_shift <= MAX_SHIFT:
         raise ValueError(f'quantize_multiplier: max_shift={max_shift} is outside [0, {MAX_SHIFT}]')
-    capped = (shift > max_shift) & (shift <= MAX_SHIFT)
+    capped = shift > max_shift
     if capped.any():
         small = torch.floor(m * 2.0**max_shift + 0.5).to(torch.int64)
         if (small[capped] == 0).any():
@@ -109,12 +111,11 @@ def quantize_multiplier(m: torch.Tensor,
                              f' round to 0 at the largest shift {max_shift}')
         m0 = torch.where(capped, small, m0)
         shift = torch.where(capped, torch.full_like(shift, max_shift), shift)
-    out_of_range = (shift < 0) | (shift > MAX_SHIFT)
+    out_of_range = shift < 0
     if out_of_range.any():
         raise ValueError(f'quantize_multiplier: multipliers {_list_values(m[out_of_range])} '
-                         f'need shifts {_list_values(shift[out_of_range])} outside '
-                         f'[0, {MAX_SHIFT}]; representable multipliers lie in about '
-                         f'[2^-32, 2^31)')
+                         f'need shifts {_list_values(shift[out_of_range])} below 0; '
+                         f'representable multipliers lie in about [2^-{max_shift + 1}, 2^31)')
     return m0, shift
 
 

@@ -336,6 +336,21 @@ def test_convert_conv_overflow_counts_the_bias():
         convert_conv('head', conv, unit)
 
 
+def test_convert_conv_overflow_names_the_bn_channel_with_a_gamma_near_zero():
+    # Channel 2's gamma has barely left 0: its folded bias is beta / g' / S, about
+    # 0.5 / 1e-9 / 0.075 = 6.7e9 accumulator units, more than int32 holds.
+    conv = make_qconv(bias=False)
+    bn = make_bn([1.0, 0.5, 1e-9, -2.0], [0.1, 0.2, 0.5, 0.0], [0.0] * 4, [1.0] * 4, eps=0.0)
+    with pytest.raises(ConversionError, match=re.escape(
+            'backbone.layer1.0.conv2: accumulator bound 66666')) as err:
+        convert_conv('backbone.layer1.0.conv2', conv, [IN_UNIT], [bn])
+    assert ('the largest |bias| comes from channel 2 of the BN at level 0 (gamma 1e-09, '
+            'beta 0.5)') in str(err.value)
+    with torch.no_grad():
+        bn.weight[2] = 1e-6  # 6.7e6 units: fits
+    assert int(convert_conv('x', conv, [IN_UNIT], [bn]).bias[0][2]) == 6666667
+
+
 @pytest.mark.parametrize('relu', [False, True])
 def test_convert_add_per_channel(relu):
     qadd = QAdd(simulate_alignment=True)

@@ -33,9 +33,10 @@ def both_ariths(fn, x: torch.Tensor, *args):
 
 def per_channel_multipliers(channels: int, gen: torch.Generator):
     """Mantissas and shifts spanning the float range, both ends included."""
-    log2 = torch.empty(channels - 3, dtype=torch.float64).uniform_(-22, 14.9, generator=gen)
-    # 1.3 * 2^14 needs shift 16, 1.3 * 2^-22 shift 52; 2^-30 is capped at shift 52.
-    m = torch.cat([torch.tensor([1.3 * 2**14, 1.3 * 2**-22, 2.0**-30]), 2**log2])
+    log2 = torch.empty(channels - 4, dtype=torch.float64).uniform_(-22, 14.9, generator=gen)
+    # 1.3 * 2^14 needs shift 16, 1.3 * 2^-22 shift 52; 2^-30 and 1.8e-10 (which
+    # would need shift 63) are capped at shift 52.
+    m = torch.cat([torch.tensor([1.3 * 2**14, 1.3 * 2**-22, 2.0**-30, 1.8e-10]), 2**log2])
     return m, *quantize_multiplier(m, max_shift=FLOAT_MAX_SHIFT)
 
 
@@ -50,7 +51,7 @@ def test_requantize_per_channel_random_vs_fraction(seed, qmin, qmax):
     channels = 12
     m, m0, shift = per_channel_multipliers(channels, gen)
     assert int(shift.min()) == FLOAT_MIN_SHIFT and int(shift.max()) == FLOAT_MAX_SHIFT
-    assert int(m0[2]) < 2**30  # the capped multiplier has a short mantissa
+    assert int(m0[2]) < 2**30 and int(m0[3]) < 2**30  # capped multipliers: short mantissas
     # Real products x * m spread over 1.5 times the code range on both sides.
     span = 1.5 * max(abs(qmin), abs(qmax), 4)
     target = torch.empty(2, channels, 5, 7, dtype=torch.float64).uniform_(-span, span,

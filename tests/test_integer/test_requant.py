@@ -83,16 +83,42 @@ def test_quantize_multiplier_rejects_bad_values(bad, shown):
 
 
 @pytest.mark.parametrize('m, shift', [
-    (2.0**31, -1), (2.0**40, -10), (2.0**-33, 63), (1e-12, 70),
+    (2.0**31, -1), (2.0**40, -10),
     # Rounds up to 2^31 at shift 0, and the carry needs shift -1.
     (2.0**31 - 2.0**-22, -1),
 ])
-def test_quantize_multiplier_rejects_out_of_range(m, shift):
+def test_quantize_multiplier_rejects_too_large(m, shift):
     with pytest.raises(ValueError) as err:
         quantize_multiplier(torch.tensor([1.0, m], dtype=torch.float64))
     message = str(err.value)
     assert f'multipliers [{m!r}]' in message
-    assert f'need shifts [{shift}] outside [0, 62]' in message
+    assert f'need shifts [{shift}] below 0' in message
+
+
+@pytest.mark.parametrize('m, max_shift, expected', [
+    # Would need shift 63 / 70: kept at 62 with a short mantissa.
+    (2.0**-33, 62, (2**29, 62)),
+    (1e-12, 62, (4611686, 62)),  # 1e-12 * 2^62 = 4611686.018...
+    # Would need shift 63 at max_shift 52 (a unit 1.8e-10 of the input step).
+    (1.8e-10, 52, (810648, 52)),  # 1.8e-10 * 2^52 = 810647.93...
+    # The smallest representable: m * 2^max_shift = 1/2 rounds half up to 1.
+    (2.0**-63, 62, (1, 62)),
+    (2.0**-53, 52, (1, 52)),
+])
+def test_quantize_multiplier_caps_small_ones_at_max_shift(m, max_shift, expected):
+    m0, shift = quantize_multiplier(torch.tensor([1.0, m], dtype=torch.float64), max_shift)
+    assert (int(m0[1]), int(shift[1])) == expected
+    assert (int(m0[0]), int(shift[0])) == (2**30, 30)
+    error = abs(Fraction(expected[0], 2**expected[1]) - Fraction(m))
+    assert error <= Fraction(1, 2**(max_shift + 1))
+
+
+@pytest.mark.parametrize('m, max_shift', [(2.0**-64, 62), (2.0**-63 * 0.99, 62),
+                                          (2.0**-54, 52), (1e-30, 52)])
+def test_quantize_multiplier_rejects_what_rounds_to_zero(m, max_shift):
+    with pytest.raises(ValueError) as err:
+        quantize_multiplier(torch.tensor([1.0, m], dtype=torch.float64), max_shift)
+    assert f'multipliers [{m!r}] round to 0 at the largest shift {max_shift}' in str(err.value)
 
 
 @pytest.mark.parametrize('x, shift, expected', [

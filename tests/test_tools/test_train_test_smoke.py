@@ -66,8 +66,13 @@ def test_missing_checkpoint_is_named(tmp_path):
 def test_qat_fine_tune_from_fp_checkpoint_and_test(fp_config, q_config, tiny_data, tmp_path):
     opts = data_options(tiny_data)
     fp_dir, q_dir = str(tmp_path / 'fp'), str(tmp_path / 'q')
+    # ResNet starts the last BN of each block at gamma = 0; after 2 iterations some
+    # gammas sit at 1e-8 or below, by float noise that differs between CPUs, and the
+    # integer conversion then (rightly) refuses the folded biases beta / gamma as too
+    # large for int32. Starting them at 1 keeps this test about the tools.
     train_tool.main([osp.join(ROOT, 'configs/aqd', fp_config), '--work-dir', fp_dir,
-                     '--cfg-options', 'train_cfg.max_iters=2', *opts])
+                     '--cfg-options', 'train_cfg.max_iters=2',
+                     'model.backbone.zero_init_residual=False', *opts])
     fp_ckpt = osp.join(fp_dir, 'iter_2.pth')
     q_path = osp.join(ROOT, 'configs/aqd', q_config)
     train_tool.main([q_path, '--work-dir', q_dir, '--cfg-options', 'train_cfg.max_iters=2',
