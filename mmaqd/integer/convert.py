@@ -15,7 +15,7 @@ from mmaqd.quant import MinMaxQuantizer, QAdd, QConv, Quantizer, add_alignment
 
 from .layers import IntAdd, IntConv
 from .ops import FLOAT_MAX_SHIFT, FLOAT_MIN_SHIFT
-from .requant import INT32_MAX, check_accumulator_fits, quantize_multiplier
+from .requant import INT32_MAX, accumulator_bound, check_accumulator_fits, quantize_multiplier
 
 #: Value range of the integer image (``pixel - integer mean``, std 1): 9-bit signed.
 IMAGE_BITS = 9
@@ -81,6 +81,13 @@ def fold_bn(bn: _BatchNorm, acc_unit: torch.Tensor,
         shift = shift + conv_bias.detach().double()
     unit = acc_unit.double().expand_as(mean)
     bias = torch.round(torch.where(constant, beta, shift) / unit)
+    huge = ~(bias.abs() < 2.0**62)  # int64 would wrap (or the value is not finite)
+    if huge.any():
+        channel = int(torch.nonzero(huge)[0])
+        raise ConversionError(f'{type(bn).__name__} channel {channel}: folded bias '
+                              f'{float(bias[channel]):.4g} accumulator units does not fit '
+                              f'int64 (gamma {float(gamma[channel]):.3g}, beta '
+                              f'{float(beta[channel]):.3g}: a gamma near 0 makes it large)')
     sign = torch.where(constant, torch.ones_like(multiplier), torch.sign(multiplier))
     out_unit = torch.where(constant, unit, multiplier.abs() * unit)
     return bias.to(torch.int64), sign.to(torch.int64), out_unit, constant
@@ -174,7 +181,10 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
         else:
             acc_unit = s_w
         if norms[level] is not None:
-            bias, sign, unit, constant = fold_bn(norms[level], acc_unit, conv.bias)
+            try:
+                bias, sign, unit, constant = fold_bn(norms[level], acc_unit, conv.bias)
+            except ConversionError as err:
+                raise ConversionError(f'{name} (level {level}): {err}') from err
             constants.append(constant)
             if links is not None:
                 links.bn_units.append((norms[level], level, acc_unit,
@@ -199,7 +209,9 @@ def convert_conv(name: str, conv: QConv, in_units: Optional[Sequence[torch.Tenso
         check_accumulator_fits(name, in_bits, in_signed, w_bits, kernel_elems, bias_bound,
                                INT32_MAX)
     except ValueError as err:
-        raise ConversionError(f'{err}{_large_bias_hint(biases, norms)}') from err
+        products = accumulator_bound(in_bits, in_signed, w_bits, kernel_elems)
+        hint = _large_bias_hint(biases, norms) if bias_bound > products else ''
+        raise ConversionError(f'{err}{hint}') from err
     if any(s is not None for s in signs) and any(s is None for s in signs):
         signs = [s if s is not None else torch.ones(conv.out_channels, dtype=torch.int64)
                  for s in signs]
@@ -215,9 +227,9 @@ def _large_bias_hint(biases: Sequence[Optional[torch.Tensor]],
                      norms: Sequence[Optional[_BatchNorm]]) -> str:
     """Name the BN channel behind the largest folded bias, for an overflow message.
 
-    The folded bias is about ``beta / g' / S`` (:func:`fold_bn`), so a BN whose
-    gamma has barely left 0 (mmdet's ResNet starts the last BN of each block at
-    0) makes it huge. Returns '' when no BN was folded.
+    The folded bias is ``(beta / g' - mean + c) / S`` (:func:`fold_bn`), so a BN
+    whose gamma has barely left 0 (mmdet's ResNet starts the last BN of each block
+    at 0) makes it huge. Returns '' when no BN was folded.
     """
     largest = [(int(b.abs().max()), level, int(b.abs().argmax()))
                for level, b in enumerate(biases) if b is not None and norms[level] is not None]
@@ -228,8 +240,8 @@ def _large_bias_hint(biases: Sequence[Optional[torch.Tensor]],
     gamma = float(bn.weight[channel]) if bn.affine else 1.0
     beta = float(bn.bias[channel]) if bn.affine else 0.0
     return (f'; the largest |bias| comes from channel {channel} of the BN at level {level} '
-            f'(gamma {gamma:.3g}, beta {beta:.3g}): a gamma near 0 makes the folded bias '
-            f'beta / gamma large')
+            f'(gamma {gamma:.3g}, beta {beta:.3g}): the folded bias grows as beta / gamma, '
+            f'so a gamma near 0 makes it large')
 
 
 def _zero_constant_channels(name: str, weight: torch.Tensor,

@@ -152,12 +152,23 @@ class _GraphBuilder:
 
 
 def _input_step(consts: Dict[str, Any], level: int, in_unit: torch.Tensor, layer: str) -> float:
-    """The conv's (per-tensor) input step ``s_x = unit_in / (M0 * 2^-n)``."""
+    """The conv's (per-tensor) input step ``s_x = unit_in / (M0 * 2^-n)``.
+
+    A mantissa is the ratio ``unit_in * 2^n / s_x`` rounded to an integer, so it
+    recovers ``s_x`` to about ``1 / (2 M0)`` relative: well below 1e-6 for the
+    usual ``M0 >= 2^30``, coarse for the short mantissas of multipliers capped at
+    the largest shift (a unit far below the step). The step is taken from the
+    full-length mantissas, and every channel must round to its mantissa with it.
+    """
     m0 = consts['in_m0'][level].double()
     shift = consts['in_shift'][level].double()
-    steps = in_unit.double() * torch.pow(2.0, shift) / m0
-    step = float(steps.median())
-    if not torch.allclose(steps, torch.full_like(steps, step), rtol=1e-6):
+    unit = in_unit.double().reshape(-1).expand_as(m0)
+    steps = unit * torch.pow(2.0, shift) / m0
+    full = m0 >= 2**20
+    step = float((steps[full] if full.any() else steps).median())
+    # |unit * 2^n / step - M0| within the mantissa's rounding, or 1e-6 relative
+    implied = unit * torch.pow(2.0, shift) / step
+    if not bool(((implied - m0).abs() <= 0.5 + 1e-6 * m0).all()):
         raise OnnxExportError(f'{layer}: the input requantization is not one per-tensor step '
                               f'(steps {float(steps.min()):.6g}..{float(steps.max()):.6g})')
     return step

@@ -2,7 +2,8 @@
 
 A positive real multiplier ``M`` is stored as an int32-representable mantissa
 ``M0`` in ``[2^30, 2^31)`` and a right shift: ``M ~= M0 * 2^-shift`` (the
-gemmlowp / TFLite layout). Applying it to an integer ``x`` takes the exact
+gemmlowp / TFLite layout); a multiplier too small for that at the largest shift
+allowed keeps that shift with a shorter ``M0``. Applying it to an integer ``x`` takes the exact
 int64 product ``x * M0`` and shifts it right with round-half-up, so the whole
 path is integer-only and bit-exact across devices.
 
@@ -19,7 +20,8 @@ import torch
 
 from ..quant.bits import integer_range
 
-#: Mantissa bits: ``M0`` lies in ``[2^(MANTISSA_BITS-1), 2^MANTISSA_BITS)``.
+#: Mantissa bits: ``M0`` lies in ``[2^(MANTISSA_BITS-1), 2^MANTISSA_BITS)``, or below at
+#: the largest shift (see :func:`quantize_multiplier`).
 MANTISSA_BITS = 31
 
 #: Largest right shift accepted; ``2^(MAX_SHIFT-1)`` and ``x >> MAX_SHIFT`` stay in int64.
@@ -70,7 +72,7 @@ def quantize_multiplier(m: torch.Tensor,
 
     A multiplier that would need a shift above ``max_shift`` (a small one) gets
     ``shift = max_shift`` and ``m0 = round_half_up(m * 2^max_shift)`` instead: a
-    mantissa with fewer significant bits (``m0 < 2^30``), still exact to
+    mantissa with fewer significant bits (``1 <= m0 <= 2^30``), still exact to
     ``2^-(max_shift+1)``. (A BN whose gamma has barely left 0 makes such a
     multiplier for the layer after it.)
 
@@ -104,7 +106,11 @@ def quantize_multiplier(m: torch.Tensor,
         raise ValueError(f'quantize_multiplier: max_shift={max_shift} is outside [0, {MAX_SHIFT}]')
     capped = shift > max_shift
     if capped.any():
-        small = torch.floor(m * 2.0**max_shift + 0.5).to(torch.int64)
+        # round half up without adding 1/2 in float64 (0.5 - 2^-54 plus 1/2 rounds to 1):
+        # v and v - floor(v) are exact below 2^52
+        scaled = m * 2.0**max_shift
+        whole = torch.floor(scaled)
+        small = (whole + (scaled - whole >= 0.5).to(torch.float64)).to(torch.int64)
         if (small[capped] == 0).any():
             raise ValueError(f'quantize_multiplier: multipliers '
                              f'{_list_values(m[capped & (small == 0)])}'

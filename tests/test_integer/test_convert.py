@@ -349,6 +349,22 @@ def test_convert_conv_overflow_names_the_bn_channel_with_a_gamma_near_zero():
     with torch.no_grad():
         bn.weight[2] = 1e-6  # 6.7e6 units: fits
     assert int(convert_conv('x', conv, [IN_UNIT], [bn]).bias[0][2]) == 6666667
+    with torch.no_grad():
+        bn.weight[2] = 1e-30  # 6.7e30 units would wrap int64 silently
+    with pytest.raises(ConversionError, match=re.escape(
+            'backbone.x (level 0): BatchNorm2d channel 2: folded bias 6.667e+30 accumulator '
+            'units does not fit int64 (gamma 1e-30, beta 0.5')):
+        convert_conv('backbone.x', conv, [IN_UNIT], [bn])
+
+
+def test_an_overflow_from_the_products_gives_no_bn_hint():
+    # 8-bit inputs and weights over 8192 * 9 products overflow with a small bias.
+    conv = make_qconv(8192, 1, bias=False, w_bits=8, a_bits=8)
+    bn = make_bn([1e-3], [0.5], [0.0], [1.0], eps=0.0)  # folded bias 0.5 / 1e-3 / 0.075
+    with pytest.raises(ConversionError) as err:
+        convert_conv('neck.big', conv, [torch.tensor([0.75])], [bn])
+    assert 'accumulator bound 2406488587 exceeds' in str(err.value)
+    assert 'largest |bias|' not in str(err.value)
 
 
 @pytest.mark.parametrize('relu', [False, True])

@@ -10,6 +10,7 @@ from mmaqd.integer.layers import OPS
 from mmaqd.integer.onnx_export import ONNX_OPSET, OnnxDetector, _Emitter, export_onnx
 from mmaqd.integer.program import PROGRAM_OPS
 
+from .test_detector import random_bns
 from .tiny_detectors import tiny_detector, tiny_images
 
 KINDS = {'retinanet': HEAD_OUTPUTS['AQDRetinaHead'], 'fcos': HEAD_OUTPUTS['AQDFCOSHead']}
@@ -102,3 +103,25 @@ def test_every_op_of_the_table_has_an_onnx_handler_and_a_program_name():
     emitter = _Emitter({'input': 0, 'steps': [], 'outputs': []}, {})
     assert set(emitter.handlers) == set(OPS) == set(PROGRAM_OPS)
     assert all(OPS[name].op == name for name in OPS)
+
+
+def test_a_bn_gamma_near_zero_exports_the_short_mantissa_it_makes():
+    """ResNet starts each block's last BN at gamma = 0. One that has barely left 0 gives
+    the add after it a tiny unit, and the next conv an input multiplier so small that it
+    is capped at the largest shift with a short mantissa, which recovers the input step
+    only to about 1 / (2 M0). The export must still find the one step, and equal the engine.
+    """
+    model = tiny_detector('retinanet', 2)
+    random_bns(model, torch.Generator().manual_seed(0))
+    bn = model.backbone.layer1[1].bn2
+    with torch.no_grad():
+        bn.weight[:3] = 1e-9
+        bn.bias[:3] = 0.0  # a folded bias beta / gamma would overflow int32 otherwise
+    engine = convert_detector(model)
+    m0 = engine.backbone.stages[1][0].convs[0].in_m0[0]
+    assert 1000 < int(m0.min()) < 2**20 <= int(m0.max())
+    onnx_model, _ = export_onnx(engine, None, tiny_images(1, seed=3), KINDS['retinanet'])
+    images = tiny_images(2, seed=7)
+    got = OnnxDetector(onnx_model, 2)(images)
+    agreement = code_agreement(engine(images, 'int'), got, engine.head.output_units())
+    assert agreement['equal_fraction'] == 1.0, agreement

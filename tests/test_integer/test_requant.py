@@ -113,8 +113,11 @@ def test_quantize_multiplier_caps_small_ones_at_max_shift(m, max_shift, expected
     assert error <= Fraction(1, 2**(max_shift + 1))
 
 
-@pytest.mark.parametrize('m, max_shift', [(2.0**-64, 62), (2.0**-63 * 0.99, 62),
-                                          (2.0**-54, 52), (1e-30, 52)])
+@pytest.mark.parametrize('m, max_shift', [
+    (2.0**-64, 62), (2.0**-63 * 0.99, 62), (2.0**-54, 52), (1e-30, 52),
+    # m * 2^52 = 1/2 - 2^-54, where float64's v + 1/2 would round up to 1.
+    (2.0**-53 - 2.0**-106, 52),
+])
 def test_quantize_multiplier_rejects_what_rounds_to_zero(m, max_shift):
     with pytest.raises(ValueError) as err:
         quantize_multiplier(torch.tensor([1.0, m], dtype=torch.float64), max_shift)
