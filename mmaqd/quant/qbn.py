@@ -90,7 +90,9 @@ class QBN(nn.BatchNorm2d):
                              f'or {self.num_features} elements, got {unit.tolist()}')
         device = self.running_mean.device if self.running_mean is not None else unit.device
         if conv_bias is not None:
-            conv_bias = torch.as_tensor(conv_bias, dtype=torch.float32).detach().reshape(-1)
+            # a float64 copy, as the engine folds it (set again with the units when the
+            # conv bias trains on)
+            conv_bias = torch.as_tensor(conv_bias).detach().to(torch.float64).reshape(-1)
             if conv_bias.numel() != self.num_features:
                 raise ValueError(f'{type(self).__name__}: the conv bias must have '
                                  f'{self.num_features} elements, got {conv_bias.numel()}')
@@ -226,10 +228,13 @@ class QBN(nn.BatchNorm2d):
         gives ``g' * (x + S * round(c / S))``; a ``gamma = 0`` channel gets
         ``S * round(beta / S) - beta``, which makes it the constant ``beta`` on the grid.
         """
-        unit = self.input_unit.to(like)
-        constant, safe, shift = self._folded_shift(beta, mean, multiplier)
+        # float64, as QConv rounds its bias and the engine folds: both roundings of a
+        # conv bias b / S then land on the same side of a tie
+        unit = self.input_unit.double()
+        constant, safe, shift = self._folded_shift(beta.detach().double(), mean.double(),
+                                                   multiplier.double())
         error = self._grid_bias(shift, constant, unit) - shift
-        return torch.where(constant, error, safe * error).view(1, -1, 1, 1)
+        return torch.where(constant, error, safe * error).to(like.dtype).view(1, -1, 1, 1)
 
     def _train_forward_rounded(self, x: torch.Tensor) -> torch.Tensor:
         """Training forward with the bias on the grid: mmdet's fused BN plus the rounding.
