@@ -73,6 +73,23 @@ def test_simulated_bias_rounding_eval():
     assert torch.allclose(qbn(x)[0, 0], torch.tensor([[0.4, 2.4]]))
 
 
+def test_simulated_bias_rounding_eval_gradients_are_straight_through():
+    """out = g' * (x + S round(c / S)), c = beta / g' - mu, rounding straight-through:
+    d out / d x = g', d out / d beta = 1, d out / d gamma = (x + S round(c / S) - beta / g')
+    / sqrt(var + eps)."""
+    qbn = QBN(2, simulate_bias_rounding=True).eval()
+    set_running(qbn, [4.0, 0.5], [1.0, -1.0], [0.3, -0.2], [4.0, 0.25])
+    qbn.set_input_unit(torch.tensor([0.03, 0.025]))
+    x = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2).expand(1, 2, 1, 2).contiguous()
+    x.requires_grad_()
+    qbn(x).sum().backward()
+    # g' = [2, 1], sqrt(var + eps) = [2, 0.5], S round(c / S) = [0.21, -0.8], beta / g' = [0.5, -1]
+    assert torch.allclose(x.grad, torch.tensor([2.0, 1.0]).view(1, 2, 1, 1).expand(1, 2, 1, 2))
+    assert torch.allclose(qbn.bias.grad, torch.tensor([2.0, 2.0]))
+    # ch0 ((0 + 0.21 - 0.5) + (1 + 0.21 - 0.5)) / 2, ch1 ((0 - 0.8 + 1) + (1 - 0.8 + 1)) / 0.5
+    assert torch.allclose(qbn.weight.grad, torch.tensor([0.21, 2.8]))
+
+
 def test_a_conv_bias_is_rounded_once_with_the_bn_bias():
     """The engine's ``B = round((beta / g' - mu + b) / S)``, not ``round(b / S)`` plus
     ``round((beta / g' - mu) / S)``: the conv already added ``S * round(b / S)``."""
