@@ -395,6 +395,7 @@ def test_converge_plan_has_the_rows_of_the_study():
         for seed in (1, 2):
             assert all(('synthetic', det, m, b, 300, seed) in rows
                        for m in ('aqd', 'aqd_kd') for b in (4, 3, 2))
+            assert ('synthetic', det, 'aqd', 2, 900, seed) in rows
         for bits in (4, 2):
             assert ('synthetic', det, 'aqd_float', bits, 300, 0) in rows
             assert ('synthetic', det, 'integer', bits, 300, 0) in rows
