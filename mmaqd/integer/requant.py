@@ -3,9 +3,9 @@
 A positive real multiplier ``M`` is stored as an int32-representable mantissa
 ``M0`` in ``[2^30, 2^31)`` and a right shift: ``M ~= M0 * 2^-shift`` (the
 gemmlowp / TFLite layout); a multiplier too small for that at the largest shift
-allowed keeps that shift with a shorter ``M0``. Applying it to an integer ``x`` takes the exact
-int64 product ``x * M0`` and shifts it right with round-half-up, so the whole
-path is integer-only and bit-exact across devices.
+allowed keeps that shift with a shorter ``M0``. Applying it to an integer ``x``
+takes the exact int64 product ``x * M0`` and shifts it right with round-half-up,
+so the whole path is integer-only and bit-exact across devices.
 
 Rounding rule, used everywhere here: ``floor(v + 1/2)`` for the exact rational
 ``v = x * M0 / 2^shift``, i.e. ties go toward +inf (``2.5 -> 3``,

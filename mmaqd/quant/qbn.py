@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 
-
 class FoldedBN(NamedTuple):
     """The integer form of a BN that follows a quantized conv (docs/integer_arithmetic.md §2).
 
@@ -216,7 +215,8 @@ class QBN(nn.BatchNorm2d):
         if self.conv_bias is None:
             return unit * torch.round(shift / unit)
         conv_bias = torch.where(constant, torch.zeros_like(shift), self.conv_bias.to(shift))
-        return unit * torch.round((shift + conv_bias) / unit) - unit * torch.round(conv_bias / unit)
+        return (unit * torch.round((shift + conv_bias) / unit) -
+                unit * torch.round(conv_bias / unit))
 
     @torch.no_grad()
     def _rounding_correction(self, beta: torch.Tensor, mean: torch.Tensor,

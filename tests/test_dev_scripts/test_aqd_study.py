@@ -481,8 +481,9 @@ def test_flat_rows_and_committed_rows_are_read_back(tmp_path):
     integer = plan['synthetic/retinanet/aqd_w2_i300_s0_integer']
     runs = tmp_path / 'runs'
     sha = _fake_fp_checkpoint(runs, fp.name, b'fp model')
-    rows = [dict(study.asdict(run), config_sha256=study.config_sha256(run), metrics={'coco/bbox_mAP': value}, seconds=1.0, command='c',
-                 start_sha256=sha) for run, value in ((fp, 0.6), (aqd, 0.5), (integer, 0.49))]
+    rows = [dict(study.asdict(run), config_sha256=study.config_sha256(run),
+                 metrics={'coco/bbox_mAP': value}, seconds=1.0, command='c', start_sha256=sha)
+            for run, value in ((fp, 0.6), (aqd, 0.5), (integer, 0.49))]
     path = tmp_path / 'accuracy_study.json'
     study.write_accuracy_study(rows, {}, str(path))
     flat = json.loads(path.read_text())
@@ -512,8 +513,9 @@ def test_committed_rows_of_another_fp_model_are_neither_reused_nor_kept(tmp_path
     fcos_aqd = plan['synthetic/fcos/aqd_w2_i300_s0']
     runs = tmp_path / 'runs'
     old = hashlib.sha256(b'old fp model').hexdigest()[:16]
-    rows = [dict(study.asdict(run), config_sha256=study.config_sha256(run), metrics={'coco/bbox_mAP': 0.5}, seconds=1.0, command='c',
-                 start_sha256=old) for run in (fp, aqd, fcos_fp, fcos_aqd)]
+    rows = [dict(study.asdict(run), config_sha256=study.config_sha256(run),
+                 metrics={'coco/bbox_mAP': 0.5}, seconds=1.0, command='c', start_sha256=old)
+            for run in (fp, aqd, fcos_fp, fcos_aqd)]
     path = tmp_path / 'accuracy_study.json'
     study.write_accuracy_study(rows, {}, str(path))
     committed = study.committed_rows(str(path))
