@@ -162,13 +162,12 @@ def _input_step(consts: Dict[str, Any], level: int, in_unit: torch.Tensor, layer
     """
     m0 = consts['in_m0'][level].double()
     shift = consts['in_shift'][level].double()
-    unit = in_unit.double().reshape(-1).expand_as(m0)
-    steps = unit * torch.pow(2.0, shift) / m0
+    scaled = in_unit.double().reshape(-1).expand_as(m0) * torch.pow(2.0, shift)
+    steps = scaled / m0
     full = m0 >= 2**20
     step = float((steps[full] if full.any() else steps).median())
     # |unit * 2^n / step - M0| within the mantissa's rounding, or 1e-6 relative
-    implied = unit * torch.pow(2.0, shift) / step
-    if not bool(((implied - m0).abs() <= 0.5 + 1e-6 * m0).all()):
+    if not bool(((scaled / step - m0).abs() <= 0.5 + 1e-6 * m0).all()):
         raise OnnxExportError(f'{layer}: the input requantization is not one per-tensor step '
                               f'(steps {float(steps.min()):.6g}..{float(steps.max()):.6g})')
     return step
