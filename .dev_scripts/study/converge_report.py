@@ -28,6 +28,12 @@ COLUMNS = (('fp_continued', 'FP trained on'), ('aqd', 'AQD'), ('aqd_kd', 'AQD + 
 BITS_ORDER = (4, 3, 2)
 #: The recipe rows' methods start with this (``aqd_study.RECIPES``).
 RECIPE_PREFIX = 'recipe-'
+#: The head ablation's rows: ``head_<norm>`` from their own FP model ``fp_<norm>``;
+#: the main rows (multi-level BN, the configs' head) are its reference line.
+HEAD_PREFIX = 'head_'
+#: Its norms, in table order, with their names there.
+HEAD_NORMS = (('SharedLevelBN', 'one BN shared by the levels'),
+              ('GN', 'GroupNorm (plain fake-quant: no integer form)'))
 #: The plan's fine-tune lengths (the plot's x ticks).
 PLAN_ITERS = (100, 300, 900)
 
@@ -53,13 +59,32 @@ def aggregate(rows: Sequence[Dict]) -> Dict[Key, Cell]:
             for key, maps in groups.items()}
 
 
-def fp_start(rows: Sequence[Dict], data: str, detector: str) -> Optional[float]:
-    """The FP model the fine-tunes start from: its mAP, or None before its row exists."""
-    starts = [r['fp_mAP'] for r in rows
-              if (r['data'], r['detector']) == (data, detector) and r['method'] != 'fp']
+def fp_start(rows: Sequence[Dict], data: str, detector: str,
+             fp_method: str = 'fp') -> Optional[float]:
+    """The mAP of an FP model that fine-tunes start from, or None before any of its rows.
+
+    Args:
+        rows (list[dict]): The study's rows.
+        data (str): Data set.
+        detector (str): Detector.
+        fp_method (str): The FP row's method: ``'fp'`` for the model of the main table,
+            ``'fp_<norm>'`` for a head ablation's own FP model.
+
+    Returns:
+        float, optional: The FP row's mAP, or else the ``fp_mAP`` of a row that starts
+        from it (the head ablation's rows start from their own FP models).
+    """
     fps = [r['mAP'] for r in rows
-           if (r['data'], r['detector'], r['method']) == (data, detector, 'fp')]
-    values = starts or fps
+           if (r['data'], r['detector'], r['method']) == (data, detector, fp_method)]
+    if fp_method == 'fp':
+        children = {m for m, _ in COLUMNS}
+        starts = [r['fp_mAP'] for r in rows if (r['data'], r['detector']) == (data, detector)
+                  and (r['method'] in children or r['method'].startswith(RECIPE_PREFIX))]
+    else:
+        head = HEAD_PREFIX + fp_method[len('fp_'):]
+        starts = [r['fp_mAP'] for r in rows
+                  if (r['data'], r['detector'], r['method']) == (data, detector, head)]
+    values = fps or starts
     return values[0] if values else None
 
 
@@ -143,6 +168,41 @@ def recipe_table(table: Dict[Key, Cell], data: str, detector: str,
     return '\n'.join(lines)
 
 
+def head_table(rows: Sequence[Dict], data: str, detector: str, bits: int = 2) -> Optional[str]:
+    """The head ablation: each head norm's FP model and its fine-tunes, or None without rows.
+
+    Args:
+        rows (list[dict]): The study's rows.
+        data (str): Data set.
+        detector (str): Detector.
+        bits (int): The ablation's bit width.
+
+    Returns:
+        str, optional: A markdown table: a line per head norm (the configs' multi-level
+        BN first, from the main FP model), a column per fine-tune length with the
+        distance from that norm's own FP model.
+    """
+    table = aggregate(rows)
+    keys = [k for k in table if k[:2] == (data, detector) and k[2].startswith(HEAD_PREFIX)]
+    if not keys:
+        return None
+    iters = sorted({k[4] for k in keys})
+    head = ['head norm', 'its FP model', *(f'{bits} bits, {it} it.' for it in iters)]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for method, fp_method, name in [('aqd', 'fp', 'multi-level BN (the configs)')] + [
+            (HEAD_PREFIX + norm, 'fp_' + norm, text) for norm, text in HEAD_NORMS]:
+        start = fp_start(rows, data, detector, fp_method)
+        cells = []
+        for it in iters:
+            cell = table.get((data, detector, method, bits, it))
+            gap = '' if cell is None or start is None else \
+                f' ({100 * (cell["map"] - start):+.1f} AP)'
+            cells.append(format_cell(cell) + gap)
+        lines.append('| ' + ' | '.join([name, '–' if start is None else f'{start:.3f}', *cells])
+                     + ' |')
+    return '\n'.join(lines)
+
+
 def render(rows: Sequence[Dict], figure: Optional[str] = None) -> str:
     """The tables of every data set and detector in the rows, with their start models."""
     table = aggregate(rows)
@@ -155,6 +215,10 @@ def render(rows: Sequence[Dict], figure: Optional[str] = None) -> str:
         recipes = recipe_table(table, data, detector, start)
         if recipes:
             parts += [recipes, '']
+        heads = head_table(rows, data, detector)
+        if heads:
+            parts += [f'Head ablation ({detector}, {data}): each norm fine-tuned from its own '
+                      'FP model; in brackets the distance from that model.', '', heads, '']
     if figure:
         parts += [f'![mAP vs fine-tune iterations]({figure})', '']
     return '\n'.join(parts).rstrip() + '\n'

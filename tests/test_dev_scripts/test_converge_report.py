@@ -77,3 +77,29 @@ def test_main_writes_the_report_plot_and_readme_block(tmp_path):
     readme.write_text('no markers\n')
     with pytest.raises(ValueError, match='the text has no <!-- accuracy-study:begin -->'):
         report.main([str(results), '--readme', str(readme)])
+
+
+def test_head_ablation_rows_get_their_own_table_and_leave_the_start_model_alone():
+    # written first, as a new call's rows are: the main table must still start at 0.6
+    heads = [_row('fp_SharedLevelBN', 32, 500, 0, 0.5, fp_map=0.5),
+             _row('head_SharedLevelBN', 2, 300, 0, 0.45, fp_map=0.5),
+             _row('head_SharedLevelBN', 2, 300, 1, 0.47, fp_map=0.5),
+             _row('head_GN', 2, 900, 0, 0.3, fp_map=0.55)]
+    rows = heads + ROWS
+    assert report.fp_start(rows, 'synthetic', 'retinanet') == 0.6
+    assert report.fp_start(rows, 'synthetic', 'retinanet', 'fp_SharedLevelBN') == 0.5
+    # no FP row of its own: the start its fine-tunes recorded
+    assert report.fp_start(rows, 'synthetic', 'retinanet', 'fp_GN') == 0.55
+    assert report.fp_start(rows[1:], 'synthetic', 'retinanet', 'fp_SharedLevelBN') == 0.5
+    assert report.head_table(rows, 'synthetic', 'retinanet').splitlines() == [
+        '| head norm | its FP model | 2 bits, 300 it. | 2 bits, 900 it. |',
+        '|---|---|---|---|',
+        '| multi-level BN (the configs) | 0.600 | 0.420 ± 0.028 (2) (-18.0 AP) | – |',
+        '| one BN shared by the levels | 0.500 | 0.460 ± 0.014 (2) (-4.0 AP) | – |',
+        '| GroupNorm (plain fake-quant: no integer form) | 0.550 | – | 0.300 (-25.0 AP) |',
+    ]
+    assert report.head_table(ROWS, 'synthetic', 'retinanet') is None
+    assert '| one BN shared by the levels | 0.500 |' in report.render(rows)
+    # the ablation's rows make no line in the main table
+    assert '0.460' not in report.setup_table(report.aggregate(rows), 'synthetic', 'retinanet',
+                                             0.6)
