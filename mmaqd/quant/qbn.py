@@ -13,10 +13,11 @@ class FoldedBN(NamedTuple):
     accumulator and merges ``multiplier * unit`` into the next re-quantizer.
 
     Attributes:
-        bias (Tensor): Integer bias ``B = round((beta / g' - mu) / S)``, int64, shape (C,).
+        bias (Tensor): Integer bias ``B = round((beta / g' - mu + b) / S)`` (``b`` the
+            conv's bias, if any), int64, shape (C,).
         multiplier (Tensor): Per-channel real multiplier ``g' = gamma / sqrt(var + eps)``,
-            shape (C,).
-        unit (Tensor): Accumulator unit ``S = s_x * s_w``, shape (1,) or (C,).
+            float64, shape (C,).
+        unit (Tensor): Accumulator unit ``S = s_x * s_w``, float64, shape (1,) or (C,).
     """
     bias: torch.Tensor
     multiplier: torch.Tensor
@@ -109,7 +110,9 @@ class QBN(nn.BatchNorm2d):
              weight_unit: Union[torch.Tensor, float]) -> FoldedBN:
         """The integer bias and real multiplier of this BN for the given units.
 
-        Uses the running statistics (the inference form).
+        Uses the running statistics (the inference form) and the conv bias given to
+        :meth:`set_input_unit`, if any, in float64, as the integer conversion does
+        (``mmaqd.integer.convert.fold_bn``), so both give the same integer bias.
 
         Args:
             input_unit (Tensor | float): Input quantizer scale ``s_x``.
@@ -117,18 +120,39 @@ class QBN(nn.BatchNorm2d):
                 per output channel.
 
         Returns:
-            FoldedBN: ``bias = round((beta / g' - mu) / S)`` (int64), ``multiplier =
-            g'`` and ``unit = S = s_x * s_w``.
+            FoldedBN: ``bias = round((beta / g' - mu + b) / S)`` (int64), ``multiplier =
+            g'`` and ``unit = S = s_x * s_w`` (float64).
+
+        Raises:
+            ValueError: A channel with ``g' = 0`` (its output is ``beta`` whatever the
+                input: no folded form) or a bias past int64, naming the channel.
         """
         if self.running_mean is None:
             raise RuntimeError(f'{type(self).__name__}: folding needs running statistics '
                                f'(track_running_stats=True)')
-        unit = (torch.as_tensor(input_unit, dtype=torch.float32) *
-                torch.as_tensor(weight_unit, dtype=torch.float32)).reshape(-1)
-        gamma, beta = self._affine(self.running_mean)
-        multiplier = gamma.detach() / torch.sqrt(self.running_var + self.eps)
-        folded_bias = beta.detach() / multiplier - self.running_mean
-        return FoldedBN(torch.round(folded_bias / unit).to(torch.int64), multiplier, unit)
+        unit = (torch.as_tensor(input_unit, dtype=torch.float64) *
+                torch.as_tensor(weight_unit, dtype=torch.float64)).reshape(-1)
+        mean = self.running_mean.double()
+        gamma, beta = (t.detach().double() for t in self._affine(mean))
+        multiplier = gamma / torch.sqrt(self.running_var.double() + self.eps)
+        zero = torch.nonzero(multiplier == 0)
+        if len(zero):
+            channel = int(zero[0])
+            raise ValueError(f'{type(self).__name__} channel {channel}: gamma is 0, so the '
+                             f'BN outputs beta ({float(beta[channel]):.3g}) whatever its '
+                             f'input and has no folded form')
+        folded_bias = beta / multiplier - mean
+        if self.conv_bias is not None:
+            folded_bias = folded_bias + self.conv_bias.to(folded_bias)
+        bias = torch.round(folded_bias / unit.to(folded_bias))
+        huge = torch.nonzero(~(bias.abs() < 2.0**62))  # int64 would wrap
+        if len(huge):
+            channel = int(huge[0])
+            raise ValueError(f'{type(self).__name__} channel {channel}: folded bias '
+                             f'{float(bias[channel]):.4g} accumulator units does not fit int64 '
+                             f'(gamma {float(gamma[channel]):.3g}, beta '
+                             f'{float(beta[channel]):.3g})')
+        return FoldedBN(bias.to(torch.int64), multiplier, unit)
 
     def batch_moments(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, int]:
         """Per-channel mean and biased variance of the batch ``x``.

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from mmaqd.integer.convert import fold_bn
 from mmaqd.quant import QBN
 
 
@@ -44,10 +45,44 @@ def test_fold_against_hand_values():
     set_running(qbn, [4.0, 0.5], [1.0, -1.0], [0.3, -0.2], [4.0, 0.25])
     folded = qbn.fold(0.1, torch.tensor([0.3, 0.25]))
     # S = [0.03, 0.025]: b' / S = [6.67, -32]
-    assert torch.allclose(folded.unit, torch.tensor([0.03, 0.025]))
-    assert torch.allclose(folded.multiplier, torch.tensor([2.0, 1.0]))
+    assert torch.allclose(folded.unit, torch.tensor([0.03, 0.025], dtype=torch.float64))
+    assert torch.allclose(folded.multiplier, torch.tensor([2.0, 1.0], dtype=torch.float64))
     assert torch.equal(folded.bias, torch.tensor([7, -32]))
     assert folded.bias.dtype == torch.int64
+    # a conv bias b adds b / S: b = [0.02, 0] gives [7.33, -32] -> [7, -32]
+    qbn.set_input_unit(0.03, torch.tensor([0.02, 0.0]))
+    assert torch.equal(qbn.fold(0.1, torch.tensor([0.3, 0.25])).bias, torch.tensor([7, -32]))
+    qbn.set_input_unit(0.03, torch.tensor([0.04, -0.02]))
+    # [6.67 + 1.33, -32 - 0.8] = [8, -32.8]
+    assert torch.equal(qbn.fold(0.1, torch.tensor([0.3, 0.25])).bias, torch.tensor([8, -33]))
+
+
+def test_fold_is_the_integer_conversions_fold():
+    # the same integer bias as the engine's conversion, conv bias included, in float64
+    torch.manual_seed(0)
+    qbn = QBN(64)
+    set_running(qbn, (torch.rand(64) + 0.01).tolist(), torch.randn(64).tolist(),
+                torch.randn(64).tolist(), (torch.rand(64) + 0.1).tolist())
+    conv_bias = torch.randn(64)
+    qbn.set_input_unit(1.0, conv_bias)
+    s_x, s_w = 0.0123, torch.rand(64) * 0.01 + 1e-4
+    folded = qbn.fold(s_x, s_w)
+    bias, sign, _, constant = fold_bn(qbn, torch.tensor(s_x, dtype=torch.float64) *
+                                      s_w.double(), conv_bias)
+    assert not constant.any() and (sign == 1).all()
+    assert torch.equal(folded.bias, bias)
+
+
+def test_fold_refuses_what_has_no_folded_form():
+    qbn = QBN(3)
+    set_running(qbn, [1.0, 0.0, 1.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r'channel 1: gamma is 0, so the BN outputs beta '
+                       r'\(0.5\)'):
+        qbn.fold(0.1, 1.0)
+    set_running(qbn, [1.0, 1.0, 1e-30], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r'channel 2: folded bias 1e\+32 accumulator units '
+                       r'does not fit int64 \(gamma 1e-30, beta 1\)'):
+        qbn.fold(0.1, 0.1)
 
 
 def test_fold_without_affine():
@@ -57,7 +92,7 @@ def test_fold_without_affine():
         qbn.running_var.fill_(1.0 - qbn.eps)
     folded = qbn.fold(0.1, 1.0)
     assert torch.equal(folded.bias, torch.tensor([-3]))  # -0.26 / 0.1 = -2.6
-    assert torch.allclose(folded.multiplier, torch.tensor([1.0]))
+    assert torch.allclose(folded.multiplier, torch.tensor([1.0], dtype=torch.float64))
 
 
 def test_simulated_bias_rounding_eval():
