@@ -34,6 +34,8 @@ HEAD_PREFIX = 'head_'
 #: Its norms, in table order, with their names there.
 HEAD_NORMS = (('SharedLevelBN', 'one BN shared by the levels'),
               ('GN', 'GroupNorm (plain fake-quant: no integer form)'))
+#: The data set of the study's goals, whose tables come first.
+MAIN_DATA = 'synthetic'
 #: The plan's fine-tune lengths (the plot's x ticks).
 PLAN_ITERS = (100, 300, 900)
 
@@ -203,11 +205,17 @@ def head_table(rows: Sequence[Dict], data: str, detector: str, bits: int = 2) ->
     return '\n'.join(lines)
 
 
+def setups(rows: Sequence[Dict]) -> List[Tuple[str, str]]:
+    """The (data, detector) pairs of the rows: the digits (the goals' data) first."""
+    return sorted({(r['data'], r['detector']) for r in rows},
+                  key=lambda pair: (pair[0] != MAIN_DATA, pair))
+
+
 def render(rows: Sequence[Dict], figure: Optional[str] = None) -> str:
     """The tables of every data set and detector in the rows, with their start models."""
     table = aggregate(rows)
     parts = []
-    for data, detector in sorted({(r['data'], r['detector']) for r in rows}):
+    for data, detector in setups(rows):
         start = fp_start(rows, data, detector)
         start_text = f'{start:.3f}' if start is not None else 'not trained yet'
         parts += [f'**{detector}, {data}** (FP start model: bbox mAP {start_text})', '',
@@ -235,9 +243,9 @@ def plot(rows: Sequence[Dict], path: str) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     table = aggregate(rows)
-    setups = sorted({(r['data'], r['detector']) for r in rows})
-    fig, axes = plt.subplots(1, len(setups), figsize=(4.4 * len(setups), 3.6), squeeze=False)
-    for ax, (data, detector) in zip(axes[0], setups):
+    pairs = setups(rows)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.4 * len(pairs), 3.6), squeeze=False)
+    for ax, (data, detector) in zip(axes[0], pairs):
         start = fp_start(rows, data, detector)
         if start is not None:
             ax.axhline(start, color='k', linestyle='--', label='FP start')

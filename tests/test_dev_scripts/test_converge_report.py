@@ -99,6 +99,10 @@ def test_head_ablation_rows_get_their_own_table_and_leave_the_start_model_alone(
         '| GroupNorm (plain fake-quant: no integer form) | 0.550 | – | 0.300 (-25.0 AP) |',
     ]
     assert report.head_table(ROWS, 'synthetic', 'retinanet') is None
+    # the digits' tables first, whatever the order of the rows
+    neon = dict(ROWS[1], data='neon-trees')
+    assert report.setups([neon] + rows) == [('synthetic', 'retinanet'),
+                                            ('neon-trees', 'retinanet')]
     assert '| one BN shared by the levels | 0.500 |' in report.render(rows)
     # the ablation's rows make no line in the main table
     assert '0.460' not in report.setup_table(report.aggregate(rows), 'synthetic', 'retinanet',
