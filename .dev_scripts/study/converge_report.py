@@ -170,11 +170,13 @@ def recipe_table(table: Dict[Key, Cell], data: str, detector: str,
     return '\n'.join(lines)
 
 
-def head_table(rows: Sequence[Dict], data: str, detector: str, bits: int = 2) -> Optional[str]:
+def head_table(table: Dict[Key, Cell], rows: Sequence[Dict], data: str, detector: str,
+               bits: int = 2) -> Optional[str]:
     """The head ablation: each head norm's FP model and its fine-tunes, or None without rows.
 
     Args:
-        rows (list[dict]): The study's rows.
+        table (dict): From :func:`aggregate`.
+        rows (list[dict]): The study's rows (for the FP models, :func:`fp_start`).
         data (str): Data set.
         detector (str): Detector.
         bits (int): The ablation's bit width.
@@ -184,7 +186,6 @@ def head_table(rows: Sequence[Dict], data: str, detector: str, bits: int = 2) ->
         BN first, from the main FP model), a column per fine-tune length with the
         distance from that norm's own FP model.
     """
-    table = aggregate(rows)
     keys = [k for k in table if k[:2] == (data, detector) and k[2].startswith(HEAD_PREFIX)]
     if not keys:
         return None
@@ -223,7 +224,7 @@ def render(rows: Sequence[Dict], figure: Optional[str] = None) -> str:
         recipes = recipe_table(table, data, detector, start)
         if recipes:
             parts += [recipes, '']
-        heads = head_table(rows, data, detector)
+        heads = head_table(table, rows, data, detector)
         if heads:
             parts += [f'Head ablation ({detector}, {data}): each norm fine-tuned from its own '
                       'FP model; in brackets the distance from that model.', '', heads, '']

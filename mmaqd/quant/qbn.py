@@ -135,13 +135,12 @@ class QBN(nn.BatchNorm2d):
         mean = self.running_mean.double()
         gamma, beta = (t.detach().double() for t in self._affine(mean))
         multiplier = gamma / torch.sqrt(self.running_var.double() + self.eps)
-        zero = torch.nonzero(multiplier == 0)
-        if len(zero):
-            channel = int(zero[0])
+        constant, _, folded_bias = self._folded_shift(beta, mean, multiplier)
+        if constant.any():
+            channel = int(torch.nonzero(constant)[0])
             raise ValueError(f'{type(self).__name__} channel {channel}: gamma is 0, so the '
                              f'BN outputs beta ({float(beta[channel]):.3g}) whatever its '
                              f'input and has no folded form')
-        folded_bias = beta / multiplier - mean
         if self.conv_bias is not None:
             folded_bias = folded_bias + self.conv_bias.to(folded_bias)
         bias = torch.round(folded_bias / unit.to(folded_bias))

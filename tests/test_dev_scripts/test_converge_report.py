@@ -91,14 +91,15 @@ def test_head_ablation_rows_get_their_own_table_and_leave_the_start_model_alone(
     # no FP row of its own: the start its fine-tunes recorded
     assert report.fp_start(rows, 'synthetic', 'retinanet', 'fp_GN') == 0.55
     assert report.fp_start(rows[1:], 'synthetic', 'retinanet', 'fp_SharedLevelBN') == 0.5
-    assert report.head_table(rows, 'synthetic', 'retinanet').splitlines() == [
+    assert report.head_table(report.aggregate(rows), rows, 'synthetic',
+                             'retinanet').splitlines() == [
         '| head norm | its FP model | 2 bits, 300 it. | 2 bits, 900 it. |',
         '|---|---|---|---|',
         '| multi-level BN (the configs) | 0.600 | 0.420 ± 0.028 (2) (-18.0 AP) | – |',
         '| one BN shared by the levels | 0.500 | 0.460 ± 0.014 (2) (-4.0 AP) | – |',
         '| GroupNorm (plain fake-quant: no integer form) | 0.550 | – | 0.300 (-25.0 AP) |',
     ]
-    assert report.head_table(ROWS, 'synthetic', 'retinanet') is None
+    assert report.head_table(report.aggregate(ROWS), ROWS, 'synthetic', 'retinanet') is None
     # the digits' tables first, whatever the order of the rows
     neon = dict(ROWS[1], data='neon-trees')
     assert report.setups([neon] + rows) == [('synthetic', 'retinanet'),
