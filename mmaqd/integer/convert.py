@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmaqd.quant import MinMaxQuantizer, QAdd, QConv, Quantizer, add_alignment
+from mmaqd.quant import MinMaxQuantizer, QAdd, QConv, Quantizer, add_alignment, fold_batch_norm
 
 from .layers import IntAdd, IntConv
 from .ops import FLOAT_MAX_SHIFT, FLOAT_MIN_SHIFT
@@ -58,6 +58,9 @@ def fold_bn(bn: _BatchNorm, acc_unit: torch.Tensor,
     constant: its sign is +1, its unit ``S`` and ``B = round(beta / S)``, and the
     caller must zero its weights so that the accumulator adds nothing.
 
+    The fold itself is :func:`~mmaqd.quant.fold_batch_norm`, the one that
+    :meth:`QBN.fold <mmaqd.quant.QBN.fold>` and integer-aware QAT use.
+
     Args:
         bn (_BatchNorm): The BN, with running statistics.
         acc_unit (Tensor): ``S``, shape (1,) or (C,).
@@ -67,30 +70,15 @@ def fold_bn(bn: _BatchNorm, acc_unit: torch.Tensor,
         tuple[Tensor, Tensor, Tensor, Tensor]: int64 bias ``B``, int64 sign, float64
         output unit, and the bool mask of the constant (``gamma = 0``) channels.
     """
-    if bn.running_mean is None:
-        raise ConversionError(f'{type(bn).__name__}: folding needs running statistics')
-    var = bn.running_var.double()
-    mean = bn.running_mean.double()
-    gamma = bn.weight.detach().double() if bn.affine else torch.ones_like(mean)
-    beta = bn.bias.detach().double() if bn.affine else torch.zeros_like(mean)
-    multiplier = gamma / torch.sqrt(var + bn.eps)
-    constant = multiplier == 0
-    safe = torch.where(constant, torch.ones_like(multiplier), multiplier)
-    shift = beta / safe - mean
-    if conv_bias is not None:
-        shift = shift + conv_bias.detach().double()
-    unit = acc_unit.double().expand_as(mean)
-    bias = torch.round(torch.where(constant, beta, shift) / unit)
-    huge = ~(bias.abs() < 2.0**62)  # int64 would wrap (or the value is not finite)
-    if huge.any():
-        channel = int(torch.nonzero(huge)[0])
-        raise ConversionError(f'{type(bn).__name__} channel {channel}: folded bias '
-                              f'{float(bias[channel]):.4g} accumulator units does not fit '
-                              f'int64 (gamma {float(gamma[channel]):.3g}, beta '
-                              f'{float(beta[channel]):.3g}: a gamma near 0 makes it large)')
-    sign = torch.where(constant, torch.ones_like(multiplier), torch.sign(multiplier))
-    out_unit = torch.where(constant, unit, multiplier.abs() * unit)
-    return bias.to(torch.int64), sign.to(torch.int64), out_unit, constant
+    try:
+        folded = fold_batch_norm(bn, acc_unit, conv_bias)
+    except ValueError as err:
+        raise ConversionError(str(err)) from err
+    unit = folded.unit.expand_as(folded.multiplier)
+    ones = torch.ones_like(folded.multiplier)
+    sign = torch.where(folded.constant, ones, torch.sign(folded.multiplier))
+    out_unit = torch.where(folded.constant, unit, folded.multiplier.abs() * unit)
+    return folded.bias, sign.to(torch.int64), out_unit, folded.constant
 
 
 def _check_quantized(name: str, conv: QConv, has_input: bool) -> None:
@@ -237,8 +225,8 @@ def _large_bias_hint(biases: Sequence[Optional[torch.Tensor]],
         return ''
     _, level, channel = max(largest)
     bn = norms[level]
-    gamma = float(bn.weight[channel]) if bn.affine else 1.0
-    beta = float(bn.bias[channel]) if bn.affine else 0.0
+    gamma = float(bn.weight.detach()[channel]) if bn.affine else 1.0
+    beta = float(bn.bias.detach()[channel]) if bn.affine else 0.0
     return (f'; the largest |bias| comes from channel {channel} of the BN at level {level} '
             f'(gamma {gamma:.3g}, beta {beta:.3g}): the folded bias grows as beta / gamma, '
             f'so a gamma near 0 makes it large')

@@ -1,27 +1,10 @@
 """BatchNorm2d that knows its integer (folded) form and can simulate its bias rounding."""
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-
-class FoldedBN(NamedTuple):
-    """The integer form of a BN that follows a quantized conv (docs/integer_arithmetic.md §2).
-
-    ``BN(y) = multiplier * (y + bias * unit)`` for a conv accumulator ``y``
-    measured in ``unit``; an integer engine adds ``bias`` to the int32
-    accumulator and merges ``multiplier * unit`` into the next re-quantizer.
-
-    Attributes:
-        bias (Tensor): Integer bias ``B = round((beta / g' - mu + b) / S)`` (``b`` the
-            conv's bias, if any), int64, shape (C,).
-        multiplier (Tensor): Per-channel real multiplier ``g' = gamma / sqrt(var + eps)``,
-            float64, shape (C,).
-        unit (Tensor): Accumulator unit ``S = s_x * s_w``, float64, shape (1,) or (C,).
-    """
-    bias: torch.Tensor
-    multiplier: torch.Tensor
-    unit: torch.Tensor
+from .bn_fold import FoldedBN, fold_batch_norm, folded_shift
 
 
 class QBN(nn.BatchNorm2d):
@@ -111,8 +94,8 @@ class QBN(nn.BatchNorm2d):
         """The integer bias and real multiplier of this BN for the given units.
 
         Uses the running statistics (the inference form) and the conv bias given to
-        :meth:`set_input_unit`, if any, in float64, as the integer conversion does
-        (``mmaqd.integer.convert.fold_bn``), so both give the same integer bias.
+        :meth:`set_input_unit`, if any, in float64, with the integer conversion's own
+        fold (:func:`~mmaqd.quant.bn_fold.fold_batch_norm`).
 
         Args:
             input_unit (Tensor | float): Input quantizer scale ``s_x``.
@@ -121,37 +104,22 @@ class QBN(nn.BatchNorm2d):
 
         Returns:
             FoldedBN: ``bias = round((beta / g' - mu + b) / S)`` (int64), ``multiplier =
-            g'`` and ``unit = S = s_x * s_w`` (float64).
+            g'`` and ``unit = S = s_x * s_w`` (float64); no constant channels.
 
         Raises:
             ValueError: A channel with ``g' = 0`` (its output is ``beta`` whatever the
                 input: no folded form) or a bias past int64, naming the channel.
         """
-        if self.running_mean is None:
-            raise RuntimeError(f'{type(self).__name__}: folding needs running statistics '
-                               f'(track_running_stats=True)')
         unit = (torch.as_tensor(input_unit, dtype=torch.float64) *
-                torch.as_tensor(weight_unit, dtype=torch.float64)).reshape(-1)
-        mean = self.running_mean.double()
-        gamma, beta = (t.detach().double() for t in self._affine(mean))
-        multiplier = gamma / torch.sqrt(self.running_var.double() + self.eps)
-        constant, _, folded_bias = self._folded_shift(beta, mean, multiplier)
-        if constant.any():
-            channel = int(torch.nonzero(constant)[0])
+                torch.as_tensor(weight_unit, dtype=torch.float64))
+        folded = fold_batch_norm(self, unit, self.conv_bias)
+        if folded.constant.any():
+            channel = int(torch.nonzero(folded.constant)[0])
+            beta = float(self.bias[channel]) if self.affine else 0.0
             raise ValueError(f'{type(self).__name__} channel {channel}: gamma is 0, so the '
-                             f'BN outputs beta ({float(beta[channel]):.3g}) whatever its '
-                             f'input and has no folded form')
-        if self.conv_bias is not None:
-            folded_bias = folded_bias + self.conv_bias.to(folded_bias)
-        bias = torch.round(folded_bias / unit.to(folded_bias))
-        huge = torch.nonzero(~(bias.abs() < 2.0**62))  # int64 would wrap
-        if len(huge):
-            channel = int(huge[0])
-            raise ValueError(f'{type(self).__name__} channel {channel}: folded bias '
-                             f'{float(bias[channel]):.4g} accumulator units does not fit int64 '
-                             f'(gamma {float(gamma[channel]):.3g}, beta '
-                             f'{float(beta[channel]):.3g})')
-        return FoldedBN(bias.to(torch.int64), multiplier, unit)
+                             f'BN outputs beta ({beta:.3g}) whatever its input and has no '
+                             f'folded form')
+        return folded
 
     def batch_moments(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, int]:
         """Per-channel mean and biased variance of the batch ``x``.
@@ -201,10 +169,10 @@ class QBN(nn.BatchNorm2d):
             if not simulate:
                 return plain
             return plain + self._rounding_correction(beta, mean, multiplier, x)
-        constant, safe, shift = self._folded_shift(beta, mean, multiplier)
+        constant, safe, shift = folded_shift(beta, mean, multiplier)
         with torch.no_grad():  # the engine's fold, in float64 as it computes it
             multiplier64 = gamma.detach().double() / torch.sqrt(var.double() + self.eps)
-            shift64 = self._folded_shift(beta.detach().double(), mean.double(), multiplier64)[2]
+            shift64 = folded_shift(beta.detach().double(), mean.double(), multiplier64)[2]
             grid = self._grid_bias(shift64, constant, self.input_unit.double())
         bias = grid.to(shift.dtype) + (shift - shift.detach())  # straight-through rounding
         out = safe.view(1, -1, 1, 1) * (x + bias.view(1, -1, 1, 1))
@@ -212,20 +180,6 @@ class QBN(nn.BatchNorm2d):
             out = torch.where(constant.view(1, -1, 1, 1), bias.view(1, -1, 1, 1).expand_as(out),
                               out)
         return out
-
-    @staticmethod
-    def _folded_shift(beta: torch.Tensor, mean: torch.Tensor,
-                      multiplier: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The folded BN's input shift ``c = beta / g' - mu`` and its ``gamma = 0`` channels.
-
-        Returns:
-            tuple: ``constant`` (channels with ``g' = 0``, which are the constant
-            ``beta``; as the engine has them), ``safe`` (``g'`` with 1 there) and
-            ``c`` (``beta`` there).
-        """
-        constant = multiplier == 0
-        safe = torch.where(constant, torch.ones_like(multiplier), multiplier)
-        return constant, safe, torch.where(constant, beta, beta / safe - mean)
 
     def _grid_bias(self, shift: torch.Tensor, constant: torch.Tensor,
                    unit: torch.Tensor) -> torch.Tensor:
@@ -254,7 +208,7 @@ class QBN(nn.BatchNorm2d):
         # float64, as QConv rounds its bias and the engine folds: both roundings of a
         # conv bias b / S then land on the same side of a tie
         unit = self.input_unit.double()
-        constant, safe, shift = self._folded_shift(beta.detach().double(), mean.double(),
+        constant, safe, shift = folded_shift(beta.detach().double(), mean.double(),
                                                    multiplier.double())
         error = self._grid_bias(shift, constant, unit) - shift
         return torch.where(constant, error, safe * error).to(like.dtype).view(1, -1, 1, 1)
