@@ -53,10 +53,14 @@ from mmaqd.datasets import write_subset
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(ROOT, 'configs', 'aqd')
 #: Seconds per training iteration on the project's 2-core CPU, for the plan's time
-#: estimate only: the typical values of the full study's rows (2026-11-27); NEON FP
-#: from its 800-iteration demo run.
+#: estimate only: the typical values of the full study's rows (2026-11-27); NEON from
+#: the converging study's rows (2026-12-07: 800 FP iterations in 769 s, 300 quantized
+#: ones in 386-427 s).
 SECONDS_PER_ITER = {('synthetic', False): 1.3, ('synthetic', True): 1.4,
-                    ('neon-trees', False): 1.1, ('neon-trees', True): 0.65}
+                    ('neon-trees', False): 0.9, ('neon-trees', True): 1.2}
+#: A distilled row's step time relative to the same row without the teacher (the
+#: README's train-step cost measurement).
+DISTILL_STEP_FACTOR = 1.38
 #: Seconds of one evaluation of the whole val split (500 digits images, 11 NEON batches).
 SECONDS_PER_EVAL = {'synthetic': 45, 'neon-trees': 15}
 #: Where each dataset's configs read it, relative to the checkout (``make data``).
@@ -457,6 +461,8 @@ def estimate_seconds(run: Run, val_images: Optional[int] = None) -> float:
     if run.checkpoint:
         return SECONDS_PER_RUN + evaluation
     per_iter = SECONDS_PER_ITER[(run.dataset, run.bits != 32)]
+    if run.distill:
+        per_iter *= DISTILL_STEP_FACTOR
     return SECONDS_PER_RUN + run.iters * per_iter + evaluation
 
 
