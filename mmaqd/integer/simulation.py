@@ -51,11 +51,18 @@ def engine_links(model: nn.Module) -> EngineLinks:
     return links
 
 
+def _same_bias(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> bool:
+    """Whether two conv biases (None: no bias) are the same numbers."""
+    if a is None or b is None:
+        return a is None and b is None
+    return torch.equal(a.detach(), b.detach())
+
+
 def apply_engine_links(links: EngineLinks) -> Dict[str, int]:
     """Set the units and requantizations of :func:`engine_links` on the fake-quant layers.
 
-    A BN that the engine folds with different units on different levels (one BN
-    shared by the levels of a head) keeps its float bias; an input quantizer read
+    A BN that the engine folds with different units or conv biases on different
+    levels (one BN shared by the levels of a head) keeps its float bias; an input quantizer read
     on levels whose producers have different units (one quantizer shared by the
     levels) keeps plain fake quantization.
 
@@ -74,7 +81,8 @@ def apply_engine_links(links: EngineLinks) -> Dict[str, int]:
     for bn, units in by_bn.values():
         if not isinstance(bn, QBN):
             continue
-        if all(torch.equal(u, units[0][0]) for u, _ in units[1:]):
+        if all(torch.equal(u, units[0][0]) and _same_bias(b, units[0][1])
+               for u, b in units[1:]):
             bn.set_input_unit(*units[0])
             counts['bn'] += 1
         else:

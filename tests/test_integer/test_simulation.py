@@ -95,3 +95,20 @@ def test_a_quantizer_shared_by_levels_with_different_units_stays_plain():
     counts = apply_engine_links(links)
     assert counts['requant_shared'] == 1 and counts['requant'] == 56
     assert quantizer.engine_requant is None
+
+
+def test_a_bn_folded_with_different_conv_biases_keeps_its_float_bias():
+    model = tiny_detector('retinanet', 4)
+    set_integer_aware(model)
+    links = engine_links(model)
+    bn, level, unit, _ = links.bn_units[0]
+    bias = torch.linspace(-0.5, 0.5, bn.num_features)
+    links.bn_units[0] = (bn, level, unit, bias)
+    links.bn_units.append((bn, level + 1, unit, bias.clone()))  # the same numbers: kept
+    counts = apply_engine_links(links)
+    assert counts['bn_shared'] == 0 and torch.equal(bn.conv_bias, bias.double())
+    links.bn_units.append((bn, level + 2, unit, None))  # no bias at another level
+    counts = apply_engine_links(links)
+    assert counts['bn_shared'] == 1 and bn.input_unit is None and bn.conv_bias is None
+    links.bn_units[-1] = (bn, level + 2, unit, bias + 0.25)  # another bias
+    assert apply_engine_links(links)['bn_shared'] == 1 and bn.input_unit is None
