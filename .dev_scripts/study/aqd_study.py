@@ -337,6 +337,13 @@ TENTH_LR = dict(optim_wrapper=dict(optimizer=dict(lr=FINE_TUNE_LR / 10)))
 #: config), each a row at 300 iterations from the setup's FP model.
 RECIPES = {'recipe-lr1e-4': ((2, 4, 3), TENTH_LR), 'recipe-mse': ((2, ), MSE_STEPS),
            'recipe-mse-lr1e-4': ((2, ), _merge(MSE_STEPS, TENTH_LR))}
+#: The NEON configs' FP SGD lr; their quantized configs fine-tune at a tenth of it.
+NEON_FP_LR = Config.fromfile(osp.join(CONFIGS, 'retinanet_r18_fpn_aqd-fp32_neon-trees.py')
+                             ).optim_wrapper.optimizer.lr
+#: The recipe rows on real data: does the digits' finding (fine-tune at the FP lr)
+#: carry over to NEON's SGD configs at 2 bits?
+NEON_RECIPES = {'recipe-fp-lr': ((2, ), dict(optim_wrapper=dict(optimizer=dict(
+    lr=NEON_FP_LR))))}
 
 
 def build_converge_plan() -> List[Run]:
@@ -349,9 +356,10 @@ def build_converge_plan() -> List[Run]:
     on the digits (300 on NEON); fine-tune seeds 1 and 2 at 300 iterations; at 300
     iterations also AQD without integer-aware QAT (``aqd_float``, 4 and 2 bits), the
     integer engine's mAP of the AQD models (``integer``) and the recipe rows
-    (:data:`RECIPES`); 2-bit AQD seeds 1 and 2 at 900 iterations. Last, the 2-bit head
+    (:data:`RECIPES`); 2-bit AQD seeds 1 and 2 at 900 iterations. Then the 2-bit head
     norm ablation on the digits: shared BN and GN heads, each from its own FP
-    model, at 300 and 900 iterations (multi-level BN is the ``aqd`` row).
+    model, at 300 and 900 iterations (multi-level BN is the ``aqd`` row). Last, NEON's
+    rows and its recipe rows (:data:`NEON_RECIPES`).
 
     Returns:
         list[Run]: The runs.
@@ -437,6 +445,9 @@ def build_converge_plan() -> List[Run]:
         prefix = f'{setup.dataset}/{setup.detector}'
         runs.append(fp_row(prefix, setup.dataset, setup.detector))
         runs += core(setup, 300, (0, ))
+        for method, (recipe_bits, extra) in NEON_RECIPES.items():
+            runs += [tune_row(prefix, setup.dataset, setup.detector, method, bits, 300,
+                              extra=extra) for bits in recipe_bits]
     return runs
 
 

@@ -471,6 +471,24 @@ def test_recipe_rows_change_only_their_recipe(tmp_path):
             assert cfg.load_from == '/ckpt/fp.pth' and cfg.train_cfg.max_iters == 300
 
 
+def test_neon_recipe_row_fine_tunes_at_the_fp_lr(tmp_path):
+    plan = {r.name: r for r in study.build_plan('converge')}
+    path = tmp_path / 'config.py'
+    for det in ('retinanet', 'fcos'):
+        configs = []
+        for method in ('aqd', 'recipe-fp-lr'):
+            name = f'neon-trees/{det}/{method}_w2_i300_s0'
+            path.write_text(study.render_config(plan[name], '/ckpt/fp.pth', None))
+            configs.append(Config.fromfile(str(path)))
+        base, fast = configs
+        fp = Config.fromfile(osp.join(study.CONFIGS, f'{det}_r18_fpn_aqd-fp32_neon-trees.py'))
+        # SGD at the FP config's lr (0.01) where the NEON configs fine-tune at 0.001
+        assert fast.optim_wrapper.optimizer == dict(fp.optim_wrapper.optimizer, lr=0.01)
+        assert base.optim_wrapper.optimizer.lr == 0.001
+        assert fast.model == base.model and fast.custom_hooks == base.custom_hooks
+        assert fast.train_cfg == base.train_cfg and fast.param_scheduler == base.param_scheduler
+
+
 def _fake_fp_checkpoint(root, name, content):
     """A run dir whose last checkpoint is a file with ``content``; its identity."""
     work_dir = root / name
