@@ -58,8 +58,9 @@ def fold_bn(bn: _BatchNorm, acc_unit: torch.Tensor,
     constant: its sign is +1, its unit ``S`` and ``B = round(beta / S)``, and the
     caller must zero its weights so that the accumulator adds nothing.
 
-    The fold itself is :func:`~mmaqd.quant.fold_batch_norm`, the one that
-    :meth:`QBN.fold <mmaqd.quant.QBN.fold>` and integer-aware QAT use.
+    The fold itself is :func:`~mmaqd.quant.fold_batch_norm`, which
+    :meth:`QBN.fold <mmaqd.quant.QBN.fold>` uses too (integer-aware QAT rounds the
+    same shift, :func:`~mmaqd.quant.bn_fold.folded_shift`).
 
     Args:
         bn (_BatchNorm): The BN, with running statistics.

@@ -62,9 +62,9 @@ def apply_engine_links(links: EngineLinks) -> Dict[str, int]:
     """Set the units and requantizations of :func:`engine_links` on the fake-quant layers.
 
     A BN that the engine folds with different units or conv biases on different
-    levels (one BN shared by the levels of a head) keeps its float bias; an input quantizer read
-    on levels whose producers have different units (one quantizer shared by the
-    levels) keeps plain fake quantization.
+    levels (one BN shared by the levels of a head) keeps its float bias; an input
+    quantizer read on levels whose producers have different units (one quantizer
+    shared by the levels) keeps plain fake quantization.
 
     Args:
         links (EngineLinks): From :func:`engine_links`.
